@@ -1,0 +1,281 @@
+"""Export a trained (or randomly initialised) network to one self-contained ONNX file plus its model card.
+
+The exported graph is the whole inference contract (see models/README.md): it takes uint8 RGB frames
+(B, T, H, W, 3), converts, normalises and transposes them itself, and returns the video feature v as
+``embedding`` (B, C). Batch and frame axes are dynamic. Parity with PyTorch is checked with onnxruntime
+on fresh random input before the card is written.
+
+    python -m training.export --checkpoint runs/mars/final.pt --out models/mars.onnx
+    python -m training.export --random-init --backbone resnet18 --height 128 --width 64 --out models/tiny.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.model import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, VideoReIDModel, build_model
+from training.rafa import DEFAULT_REDUCTION, HEAD_NAMES
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+CARD_FORMAT_VERSION = 1
+
+
+class ExportWrapper(nn.Module):
+    """uint8 RGB (B, T, H, W, 3) -> normalised float (B, T, 3, H, W) -> model -> embedding [, attention...].
+
+    Args:
+        model: the network, in eval mode.
+        normalize: l2-normalise the embedding inside the graph (off by default: the paper matches the
+            raw v by l2 distance). Recorded in the model card.
+        with_attention: also output, per granularity, the attention averaged over the group's channels,
+            (B, T, Hm, Wm), for visualisation.
+    """
+
+    def __init__(self, model: VideoReIDModel, normalize: bool = False, with_attention: bool = False):
+        super().__init__()
+        self.model = model
+        self.normalize = normalize
+        self.with_attention = with_attention
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        images = frames.permute(0, 1, 4, 2, 3).float()
+        # (x/255 - mean)/std folded into one affine step on the 0..255 scale.
+        images = (images - self.mean) / self.std
+        output = self.model(images, return_attention=self.with_attention)
+        embedding = output.embedding
+        if self.normalize:
+            embedding = nn.functional.normalize(embedding, dim=1)
+        if not self.with_attention:
+            return (embedding,)
+        return (embedding, *(attention.mean(dim=2) for attention in output.attention))
+
+
+def attention_output_names(model: VideoReIDModel) -> list[str]:
+    groups = getattr(model.head, "groups", ())
+    return [f"attention_{index + 1}" for index in range(len(groups))]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_parity(
+    wrapper: ExportWrapper,
+    onnx_path: Path,
+    shapes: tuple[tuple[int, int], ...] = ((1, 8), (3, 4)),
+    seed: int = 0,
+) -> float:
+    """Largest relative error of onnxruntime against PyTorch on fresh random uint8 frames.
+
+    The error of one output is max|ort - torch| / max|torch|, so near-zero entries do not inflate it.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    height, width = wrapper.model.config.height, wrapper.model.config.width
+    generator = np.random.default_rng(seed)
+    worst = 0.0
+    for batch, frames in shapes:
+        data = generator.integers(0, 256, size=(batch, frames, height, width, 3), dtype=np.uint8)
+        with torch.no_grad():
+            expected = [t.numpy() for t in wrapper(torch.from_numpy(data))]
+        actual = session.run(None, {"frames": data})
+        for want, got in zip(expected, actual, strict=True):
+            if want.shape != got.shape:
+                raise AssertionError(f"onnxruntime output shape {got.shape} != PyTorch {want.shape}")
+            scale = max(float(np.abs(want).max()), 1e-12)
+            worst = max(worst, float(np.abs(want - got).max()) / scale)
+    return worst
+
+
+def export_model(
+    model: VideoReIDModel,
+    out_path: str | Path,
+    num_frames: int = 8,
+    training_info: dict | None = None,
+    normalize: bool = False,
+    with_attention: bool = False,
+    parity_tolerance: float = 1e-4,
+) -> dict:
+    """Write ``out_path`` (.onnx) and the model card beside it (.json); return the card.
+
+    Raises AssertionError when onnxruntime disagrees with PyTorch by more than ``parity_tolerance``
+    (relative), in which case nothing is left at ``out_path``.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    wrapper = ExportWrapper(model, normalize=normalize, with_attention=with_attention).eval()
+    config = model.config
+    attention_names = attention_output_names(model) if with_attention else []
+    output_names = ["embedding", *attention_names]
+    dynamic_shapes = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("frames")},)
+    example = torch.zeros(2, num_frames, config.height, config.width, 3, dtype=torch.uint8)
+
+    # Write next to the target and rename, so a failed export never leaves a half-written model.
+    handle, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent)
+    os.close(handle)
+    tmp_path = Path(tmp_name)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(tmp_path),
+                input_names=["frames"],
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        parity = check_parity(wrapper, tmp_path)
+        if parity > parity_tolerance:
+            raise AssertionError(f"onnxruntime differs from PyTorch: relative error {parity:.2e}")
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, out_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+    card = {
+        "format_version": CARD_FORMAT_VERSION,
+        "name": out_path.stem,
+        "model_version": file_sha256(out_path)[:16],
+        "onnx_file": out_path.name,
+        "input": {
+            "name": "frames",
+            "dtype": "uint8",
+            "layout": "BTHWC",
+            "color": "RGB",
+            "height": config.height,
+            "width": config.width,
+        },
+        "num_frames": num_frames,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "embedding": {"name": "embedding", "dim": model.embedding_dim, "normalized": normalize, "metric": "l2"},
+        "attention_outputs": attention_names,
+        "model": {**config.to_dict(), "label": config.label},
+        "training": training_info,
+        "export": {
+            "opset": OPSET,
+            "torch": torch.__version__,
+            "parity_max_rel_error": parity,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    card_path = out_path.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    log.info("exported %s (%s, dim %d, parity %.1e) and %s", out_path, config.label, model.embedding_dim,
+             parity, card_path.name)
+    return card
+
+
+def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict]:
+    """Rebuild the network from a training checkpoint; returns it and the checkpoint's training info."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = build_model(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    info = {
+        "dataset": state.get("dataset"),
+        "checkpoint": str(checkpoint),
+        "epoch": state.get("epoch"),
+        "metrics": state.get("metrics"),
+    }
+    return model, info
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export",
+        description="Export the network to ONNX (uint8 frames in, embedding out) with its JSON model card.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (.pt)")
+    source.add_argument("--random-init", action="store_true", help="export an untrained network of the given shape")
+    parser.add_argument("--out", type=Path, required=True, help="output .onnx path; the card is written beside it")
+    parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18", "resnet34"])
+    parser.add_argument("--head", default="mg-rafa", choices=HEAD_NAMES)
+    parser.add_argument("--granularities", type=int, default=4, help="N of MG-RAFA / MG-AFA")
+    parser.add_argument("--splits", type=int, default=1, help="S of SG-RAFA")
+    parser.add_argument("--reduction", type=int, default=DEFAULT_REDUCTION, help="reduction ratio s")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--num-frames", type=int, default=None,
+                        help="T recorded in the card (default: the checkpoint's, else 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument("--normalize", action="store_true", help="l2-normalise the embedding in the graph")
+    parser.add_argument("--with-attention", action="store_true", help="add attention_1..N outputs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    if args.checkpoint is not None:
+        if not args.checkpoint.is_file():
+            print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+            return 2
+        model, info = load_checkpoint_model(args.checkpoint)
+        state_frames = torch.load(args.checkpoint, map_location="cpu", weights_only=False).get("config", {})
+        num_frames = args.num_frames or _config_num_frames(state_frames) or 8
+    else:
+        torch.manual_seed(args.seed)
+        try:
+            model = build_model(
+                backbone=args.backbone,
+                head=args.head,
+                granularities=args.granularities,
+                splits=args.splits,
+                reduction=args.reduction,
+                height=args.height,
+                width=args.width,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        info, num_frames = None, args.num_frames or 8
+    card = export_model(model, args.out, num_frames=num_frames, training_info=info,
+                        normalize=args.normalize, with_attention=args.with_attention)
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}: {card['model']['label']} on "
+          f"{card['model']['backbone']}, {card['input']['height']}x{card['input']['width']}, T={num_frames}, "
+          f"dim {card['embedding']['dim']}, model_version {card['model_version']}, "
+          f"parity max rel error {card['export']['parity_max_rel_error']:.1e}")
+    return 0
+
+
+def _config_num_frames(config: dict) -> int | None:
+    """T from a checkpoint's training config, flat or nested under a 'data' section."""
+    if not isinstance(config, dict):
+        return None
+    if isinstance(config.get("num_frames"), int):
+        return config["num_frames"]
+    data = config.get("data")
+    return data.get("num_frames") if isinstance(data, dict) else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
