@@ -43,7 +43,7 @@ class HeadOutput(NamedTuple):
     embedding: torch.Tensor
     """The video feature v, (B, C)."""
     parts: tuple[torch.Tensor, ...]
-    """The per-group features v_g, each (B, C/N); empty for the baseline. concat(parts) == embedding."""
+    """The per-group features v_g, each (B, ~C/N); empty for the baseline. concat(parts) == embedding."""
     attention: tuple[torch.Tensor, ...] | None
     """Softmax-normalised attention per group, each (B, T, C/N, Hm, Wm); None unless asked for."""
 
@@ -164,7 +164,7 @@ class AttentiveAggregationHead(nn.Module):
     ``(1, 1, 1, 1)`` is SG-RAFA(S=4), ``(1,)`` is SG-RAFA(S=1).
 
     Args:
-        channels: C of the per-frame feature maps; must divide by the number of groups.
+        channels: C of the per-frame feature maps, split into len(pools) channel groups.
         spatial_size: (H, W) of those maps (relations have H*W/pool^2 entries, so psi depends on it).
         pools: the pooling factor of each group.
         reduction: the ratio s.
@@ -184,14 +184,15 @@ class AttentiveAggregationHead(nn.Module):
         super().__init__()
         if not pools:
             raise ValueError("at least one group is needed")
-        if channels % len(pools):
-            raise ValueError(f"{channels} channels do not split into {len(pools)} equal groups")
-        self.group_channels = channels // len(pools)
+        if channels < len(pools):
+            raise ValueError(f"{channels} channels cannot feed {len(pools)} groups")
+        # Equal groups where C divides by N (always, for the paper's N=1, 2, 4); otherwise the first
+        # C mod N groups take one channel more, so that N=3 works too.
+        base, extra = divmod(channels, len(pools))
+        self.group_channels = [base + (index < extra) for index in range(len(pools))]
         self.groups = nn.ModuleList(
-            ReferenceAidedAttention(
-                self.group_channels, spatial_size, pool, reduction, use_relations, norm_layer
-            )
-            for pool in pools
+            ReferenceAidedAttention(width, spatial_size, pool, reduction, use_relations, norm_layer)
+            for width, pool in zip(self.group_channels, pools, strict=True)
         )
 
     def forward(self, feature_maps: torch.Tensor, return_attention: bool = False) -> HeadOutput:
