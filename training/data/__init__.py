@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from training.data.tracklets import Tracklet, VideoDataset
@@ -13,6 +14,8 @@ from training.data.tracklets import Tracklet, VideoDataset
 DATASETS = ("mars", "ilidsvid", "prid2011", "dukev", "synthetic")
 
 __all__ = ["DATASETS", "Tracklet", "VideoDataset", "load_dataset", "num_splits"]
+
+log = logging.getLogger(__name__)
 
 
 def num_splits(name: str) -> int:
@@ -25,8 +28,11 @@ def num_splits(name: str) -> int:
 def load_dataset(name: str, root: str | Path, split_id: int = 0) -> VideoDataset:
     """Load dataset ``name`` from ``root`` (its real layout); ``split_id`` picks one of several splits."""
     total = num_splits(name)
+    if total == 1 and split_id != 0:
+        log.warning("%s has a single fixed split: split_id %d ignored", name, split_id)
+        split_id = 0
     if not 0 <= split_id < total:
-        raise ValueError(f"split_id {split_id} out of range: {name} has {total} split(s)")
+        raise ValueError(f"split_id {split_id} out of range: {name} has {total} splits")
     # Imported here so that importing the package stays cheap (scipy is only needed for the .mat files).
     if name in ("mars", "synthetic"):
         from training.data.mars import load_mars
