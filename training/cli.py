@@ -1,0 +1,193 @@
+"""Command line of the training side: ``python -m training <command>`` (or the ``rafa-train`` script).
+
+    python -m training synthetic --root data/synthetic           generate the CPU benchmark
+    python -m training train --config training/configs/synthetic.yaml
+    python -m training evaluate --checkpoint runs/synthetic-mg-rafa/final.pt
+    python -m training export --checkpoint runs/synthetic-mg-rafa/final.pt --out models/synthetic.onnx
+    python -m training complexity
+    python -m training ablation --config training/configs/synthetic.yaml --heads baseline mg-rafa:4
+
+Multi-GPU / multi-node: ``torchrun --nproc_per_node 4 -m training train --config ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Train, evaluate, export and compare MG-RAFA video person re-identification models.
+
+Typical session on the CPU benchmark:
+  python -m training synthetic --root data/synthetic
+  python -m training train --config training/configs/synthetic.yaml --output runs/synthetic
+  python -m training evaluate --checkpoint runs/synthetic/final.pt
+  python -m training export --checkpoint runs/synthetic/final.pt --out models/synthetic.onnx
+
+Run "python -m training COMMAND --help" for the options of a command.
+"""
+
+
+def forwarded_main(command: str) -> Callable[[list[str]], int]:
+    """The ``main`` of a module whose CLI this one forwards to (imported only when used)."""
+    if command == "export":
+        from training.export import main
+    elif command == "complexity":
+        from training.complexity import main
+    else:
+        try:
+            from training.data.synthetic import main
+        except ImportError as error:
+            raise SystemExit(f"error: the synthetic data generator is not available ({error})") from error
+    return main
+
+
+FORWARDED = {
+    "export": "export a checkpoint (or a random network) to ONNX + model card; see 'export --help'",
+    "complexity": "count the heads' multiply-accumulates (the paper's Table 2 column); see 'complexity --help'",
+    "synthetic": "generate the synthetic benchmark in the MARS layout; see 'synthetic --help'",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train a model. Checkpoints go to OUTPUT/last.pt every epoch and OUTPUT/final.pt at the end; "
+        "per-epoch metrics to OUTPUT/metrics.jsonl; the full config to OUTPUT/config.yaml.",
+    )
+    train.add_argument(
+        "--config", type=Path, help="YAML config, e.g. training/configs/mars.yaml (default: the MARS paper setup)"
+    )
+    train.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value with a dotted key, e.g. --set optim.lr=1e-4 --set device=cpu (repeatable)",
+    )
+    train.add_argument("--output", type=Path, help="run folder (default: runs/<config name>)")
+    train.add_argument("--data-root", help="dataset folder (same as --set data.root=...)")
+    train.add_argument(
+        "--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+        help="continue an interrupted run exactly, from OUTPUT/last.pt or the given checkpoint",
+    )
+    train.add_argument("--split-id", type=int, help="which of the 10 iLIDS-VID / PRID2011 splits to train on")
+    train.add_argument(
+        "--all-splits", action="store_true",
+        help="train and evaluate every split into OUTPUT/splitNN and report the mean CMC (and mAP) over them",
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on its dataset's query/gallery",
+        description="Evaluate a checkpoint: CMC and mAP under the dataset's protocol, written to "
+        "OUTPUT/metrics.json with a CMC curve (cmc.png) and ranked lists (ranked_lists.png).",
+    )
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="last.pt or final.pt of a run")
+    evaluate.add_argument("--data-root", help="dataset folder (default: the one the run was trained on)")
+    evaluate.add_argument(
+        "--mode", choices=["test", "dense"],
+        help="test: T frames, one per chunk; dense: every frame in clips of T, averaged (default: the run's)",
+    )
+    evaluate.add_argument("--output", type=Path, help="output folder (default: eval_<mode> beside the checkpoint)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    evaluate.add_argument("--batch-size", type=int, help="tracklets (test) or clips (dense) per forward pass")
+    evaluate.add_argument("--num-workers", type=int, help="data-loading processes (default: the run's)")
+
+    from training.ablation import add_arguments as add_ablation_arguments
+
+    ablation = commands.add_parser(
+        "ablation",
+        help="train one config with several heads and tabulate them (the paper's Table 2)",
+        description="Train the same config with each head and write OUT/ablation.md and OUT/ablation.json: "
+        "mAP, rank-1/5/10/20 and wall time side by side.",
+    )
+    add_ablation_arguments(ablation)
+
+    for name, text in FORWARDED.items():
+        commands.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    # Under torchrun only rank 0 speaks, unless something goes wrong.
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.engine import format_metrics, train, train_all_splits
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.split_id is not None:
+        overrides.append(f"data.split_id={args.split_id}")
+    config = load_config(args.config, overrides)
+    output = args.output or Path("runs") / config.name
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if args.all_splits:
+        summary = train_all_splits(config, output, resume=bool(args.resume))
+        if is_main and "mean_metrics" in summary:
+            print(f"mean over {len(summary['splits'])} split(s) of {config.data.dataset}: "
+                  f"{format_metrics(summary['mean_metrics'])}  ->  {output / 'all_splits.json'}")
+        return 0
+    result = train(config, output, resume=args.resume)
+    if is_main:
+        metrics = format_metrics(result["metrics"]) if result["metrics"] else "not evaluated"
+        print(f"{result['label']} on {config.data.dataset}: {metrics}; "
+              f"{result['wall_time_s'] / 60:.1f} min; checkpoint {result['final_checkpoint']}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from training.engine import evaluate_checkpoint, format_metrics
+
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        dataset_root=args.data_root,
+        output_dir=args.output,
+        mode=args.mode,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    print(report["protocol"])
+    print(f"{report['model']} on {report['dataset']} ({report['mode']}, {report['num_query']} queries, "
+          f"{report['num_gallery']} gallery tracklets): {format_metrics(report)}")
+    print(f"wrote {report['output_dir']}/metrics.json, cmc.png, ranked_lists.png")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in FORWARDED:
+        return forwarded_main(argv[0])(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        if args.command == "train":
+            return run_train(args)
+        if args.command == "evaluate":
+            return run_evaluate(args)
+        from training.ablation import run_from_args
+
+        return run_from_args(args)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        # Configuration and data-layout mistakes: one readable line, not a traceback.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        log.debug("traceback of the error below", exc_info=True)
+        print(f"error: {message} (run with -v for the traceback)", file=sys.stderr)
+        return 2
