@@ -1,0 +1,123 @@
+"""The FastAPI application: `create_app(settings)` with a lifespan that loads the model and the gallery.
+
+Run it with ``python -m service`` or ``uvicorn service.app:app`` (the module attribute ``app`` is built on
+first access, from the REID_ environment, and exits with a one-line reason when the model or gallery
+cannot be loaded); ``uvicorn --factory service.app:create_app`` works too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service import __version__
+from service.config import Settings, get_settings
+from service.errors import StartupError
+from service.handlers import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import RequestContextMiddleware, UploadLimitMiddleware
+from service.routes import health, model, query, tracklets
+from service.state import ServiceState, load_state
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Video person re-identification on MG-RAFA. Enroll tracklets (a video, image frames or an archive of frames)
+into a persistent gallery and rank the gallery for a query tracklet by squared l2 distance between
+embeddings of the exported ONNX model.
+
+When REID_API_KEY is set, every endpoint except /healthz needs `Authorization: Bearer <key>` or `X-API-Key`.
+Errors always have the shape `{"error": {"code", "message", "request_id"}}`.
+"""
+
+
+def configure_logging(level: str) -> None:
+    """Plain one-line log records to stderr, unless the host process already configured logging."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root.setLevel(level.upper())
+
+
+def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
+    """The app. ``state`` is an already loaded `ServiceState` (the CLI loads it first, to fail fast);
+    without it the lifespan loads one from ``settings``."""
+    settings = settings or get_settings()
+    metrics = state.metrics if state is not None else ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service_state = state if state is not None else await run_in_threadpool(load_state, settings, metrics)
+        app.state.service = service_state
+        try:
+            yield
+        finally:
+            app.state.service = None
+            await run_in_threadpool(service_state.close)
+
+    extra = {}
+    # FastAPI >= 0.13x lets the multipart parser accept as many files as a tracklet may have frames.
+    if "form_limits" in inspect.signature(FastAPI).parameters:
+        extra["form_limits"] = {"max_files": settings.max_frames + len(("video", "archive"))}
+    app = FastAPI(
+        title="MG-RAFA video reID service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        **extra,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = None
+    install_error_handlers(app)
+    # Added last = outermost: the request context wraps the upload limit, so a 413 carries a request id.
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    for router in (health.router, tracklets.router, query.router, model.router):
+        app.include_router(router)
+    return app
+
+
+def load_or_exit(settings: Settings) -> ServiceState:
+    """Loads the model and gallery, or ends the process with a one-line reason and status 2."""
+    try:
+        return load_state(settings)
+    except StartupError as error:
+        sys.stderr.write(f"reid service cannot start: {error}\n")
+        raise SystemExit(2) from None
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"REID_{'_'.join(str(part) for part in item['loc']).upper()}: {item['msg']}" for item in error.errors()
+        )
+        sys.stderr.write(f"reid service cannot start: invalid settings: {problems}\n")
+        raise SystemExit(2) from None
+
+
+def _build_default_app() -> FastAPI:
+    settings = settings_or_exit()
+    configure_logging(settings.log_level)
+    return create_app(settings, load_or_exit(settings))
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn service.app:app` reads this attribute; building on access keeps imports free of side effects.
+    if name == "app":
+        application = _build_default_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

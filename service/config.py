@@ -1,0 +1,65 @@
+"""Service settings, read from ``REID_*`` environment variables and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told from outside; one field per ``REID_`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="REID_", env_file=".env", extra="ignore")
+
+    model_path: Path = Field(
+        Path("models/mgrafa.onnx"),
+        description="ONNX file of the exported model; its model card is the .json file beside it.",
+    )
+    data_dir: Path = Field(Path("gallery-data"), description="Directory of the gallery (SQLite database).")
+    api_key: SecretStr | None = Field(
+        None,
+        description="Accepted API keys, comma-separated (several at once so keys rotate without downtime). "
+        "Unset or empty: no authentication.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when onnxruntime (and faiss) can use it, else CPU."
+    )
+    host: str = Field("127.0.0.1", description="Bind address of `python -m service`.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of `python -m service`.")
+
+    max_upload_bytes: int = Field(64 * MiB, ge=1, description="Largest request body, counted while streaming.")
+    max_frames: int = Field(2000, ge=1, description="Most frames one tracklet may hold (decoded frames).")
+    max_frame_dimension: int = Field(4096, ge=1, description="Largest frame width or height, in pixels.")
+    max_archive_entries: int = Field(2000, ge=1, description="Most entries in an uploaded .zip/.tar.")
+    max_archive_bytes: int = Field(
+        128 * MiB, ge=1, description="Most uncompressed bytes in an uploaded .zip/.tar (zip-bomb guard)."
+    )
+
+    max_batch: int = Field(8, ge=1, description="Most tracklets embedded in one onnxruntime call.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="How long the embedder waits for more tracklets before running a batch."
+    )
+    queue_size: int = Field(64, ge=1, description="Tracklets waiting for the embedder; beyond it: 503.")
+
+    docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+    log_level: str = Field("INFO", description="Python logging level name.")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = its default.")
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """The accepted keys (empty: authentication off)."""
+        if self.api_key is None:
+            return ()
+        return tuple(key.strip() for key in self.api_key.get_secret_value().split(",") if key.strip())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once; tests build their own `Settings` instead."""
+    return Settings()

@@ -1,0 +1,382 @@
+"""The gallery: SQLite records and embeddings (the source of truth) plus a FAISS exact-l2 index derived from them.
+
+Durability: SQLite in WAL mode with ``synchronous=FULL``, so a commit is on disk (fsync of the WAL) before
+the service acknowledges it; that survives a killed process and also a power cut, at the price of one
+fsync per enroll, which is small next to the embedding itself. The FAISS index (IndexIDMap2 over
+IndexFlatL2, keyed by the SQLite rowid) is never written to disk: it is rebuilt from SQLite at start-up,
+so it cannot disagree with what was acknowledged. Every change commits to SQLite first, then updates the
+index, under one lock that searches also take, so a search never sees a half-written record.
+
+Embeddings from another model are never mixed with the loaded model's: opening a gallery that holds
+records of a different model_version fails with a message naming the counts (see `GalleryStore`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from service.errors import ConflictError, StartupError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "gallery.sqlite3"
+LOCK_NAME = "gallery.lock"
+SCHEMA_VERSION = 1
+_REBUILD_CHUNK = 8192
+_FETCH_CHUNK = 512
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gallery_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tracklets (
+    row_id INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    person_id TEXT,
+    camera_id TEXT,
+    metadata TEXT NOT NULL,
+    frames_decoded INTEGER NOT NULL,
+    frames_used INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tracklets_person ON tracklets(person_id);
+CREATE INDEX IF NOT EXISTS tracklets_camera ON tracklets(camera_id);
+"""
+
+_RECORD_COLUMNS = "id, person_id, camera_id, metadata, frames_decoded, frames_used, model_version, created_at"
+
+
+@dataclass(frozen=True)
+class TrackletRecord:
+    """One enrolled tracklet, as stored and as returned to clients."""
+
+    id: str
+    person_id: str | None
+    camera_id: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    frames_decoded: int = 0
+    frames_used: int = 0
+    model_version: str = ""
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    record: TrackletRecord
+    distance: float
+    """Squared l2 distance between the query and this record's embedding."""
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _record_from_row(row: sqlite3.Row | tuple) -> TrackletRecord:
+    identifier, person_id, camera_id, metadata, decoded, used, version, created = row
+    return TrackletRecord(identifier, person_id, camera_id, json.loads(metadata), decoded, used, version, created)
+
+
+def faiss_gpu_count() -> int:
+    """GPUs faiss can use (0 for faiss-cpu builds)."""
+    get_num_gpus = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get_num_gpus()) if get_num_gpus is not None else 0
+    except RuntimeError:
+        return 0
+
+
+class GalleryStore:
+    """Persistent gallery of tracklet embeddings with exact squared-l2 search.
+
+    Args:
+        data_dir: directory of the SQLite database (created if missing).
+        dim: embedding dimension of the loaded model.
+        model_version: the loaded model's version; every stored record must carry it.
+        use_gpu: search on GPU 0 with faiss' GPU API (falls back to CPU with a warning if that fails).
+
+    Raises:
+        StartupError: the directory is unusable or locked by another process, or it holds embeddings of
+            another model_version (the message names the counts; enroll again into a new REID_DATA_DIR,
+            or serve the model those embeddings came from).
+    """
+
+    def __init__(self, data_dir: Path, dim: int, model_version: str, use_gpu: bool = False):
+        self.data_dir = Path(data_dir)
+        self.dim = dim
+        self.model_version = model_version
+        self._lock = threading.RLock()
+        self._lock_file = None
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._acquire_directory_lock()
+            self._db = sqlite3.connect(
+                self.data_dir / DATABASE_NAME, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO gallery_meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        except (OSError, sqlite3.Error) as error:
+            self._release_directory_lock()
+            raise StartupError(f"gallery directory {self.data_dir} is unusable: {error}") from None
+        try:
+            self._check_model_version()
+        except StartupError:
+            self.close()
+            raise
+        self._cpu_index = faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
+        self._gpu_resources = None
+        self._gpu_index = None
+        self._gpu_stale = False
+        self.index_device = "cpu"
+        self._rebuild_index()
+        if use_gpu:
+            self._enable_gpu()
+        log.info("gallery %s open: %d tracklets, index on %s", self.data_dir, len(self), self.index_device)
+
+    # -- start-up ------------------------------------------------------------------------------------------
+    def _acquire_directory_lock(self) -> None:
+        # Two processes with their own in-memory index over one database would each miss the other's
+        # enrolls, so one gallery directory serves one process.
+        if fcntl is None:
+            return
+        self._lock_file = open(self.data_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise StartupError(f"gallery directory {self.data_dir} is in use by another service process") from None
+
+    def _release_directory_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _check_model_version(self) -> None:
+        counts = dict(self._db.execute("SELECT model_version, COUNT(*) FROM tracklets GROUP BY model_version"))
+        foreign = {version: count for version, count in counts.items() if version != self.model_version}
+        if foreign:
+            described = ", ".join(f"{count} by model_version {version}" for version, count in sorted(foreign.items()))
+            raise StartupError(
+                f"gallery {self.data_dir} holds tracklets embedded by another model ({described}; "
+                f"{counts.get(self.model_version, 0)} by the loaded {self.model_version}); they cannot be searched "
+                "together: point REID_DATA_DIR at a new directory and enroll again, or serve the model they came from"
+            )
+
+    def _rebuild_index(self) -> None:
+        cursor = self._db.execute("SELECT row_id, embedding FROM tracklets ORDER BY row_id")
+        while rows := cursor.fetchmany(_REBUILD_CHUNK):
+            row_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            blobs = [row[1] for row in rows]
+            if any(len(blob) != self.dim * 4 for blob in blobs):
+                raise StartupError(f"gallery {self.data_dir} holds embeddings whose size is not dim {self.dim}")
+            vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self.dim)
+            self._cpu_index.add_with_ids(vectors, row_ids)
+
+    def _enable_gpu(self) -> None:
+        try:
+            self._gpu_resources = faiss.StandardGpuResources()
+            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu_index)
+            self.index_device = "cuda"
+        except (AttributeError, RuntimeError) as error:
+            log.warning("faiss GPU index unavailable (%s); searching on CPU", error)
+            self._gpu_resources = None
+            self._gpu_index = None
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._cpu_index.ntotal)
+
+    def get(self, tracklet_id: str) -> TrackletRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_RECORD_COLUMNS} FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+        return _record_from_row(row) if row else None
+
+    def get_embedding(self, tracklet_id: str) -> np.ndarray | None:
+        with self._lock:
+            row = self._db.execute("SELECT embedding FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def list(
+        self, person_id: str | None = None, camera_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[TrackletRecord], int]:
+        """One page of records in enroll order, and how many match the filters in all."""
+        conditions, parameters = [], []
+        if person_id is not None:
+            conditions.append("person_id = ?")
+            parameters.append(person_id)
+        if camera_id is not None:
+            conditions.append("camera_id = ?")
+            parameters.append(camera_id)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._lock:
+            (total,) = self._db.execute(f"SELECT COUNT(*) FROM tracklets {where}", parameters).fetchone()
+            rows = self._db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM tracklets {where} ORDER BY row_id LIMIT ? OFFSET ?",
+                [*parameters, limit, offset],
+            ).fetchall()
+        return [_record_from_row(row) for row in rows], int(total)
+
+    def search(self, query: np.ndarray, top_k: int, exclude_camera_id: str | None = None) -> list[SearchHit]:
+        """The top_k records nearest to ``query`` (dim,) by squared l2, ascending.
+
+        With ``exclude_camera_id``, records of that camera are skipped (the cross-camera reID protocol);
+        the search asks FAISS for top_k plus the number of such records, so exactly top_k others come back
+        whenever the gallery has them.
+        """
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        with self._lock:
+            total = len(self)
+            if total == 0 or top_k < 1:
+                return []
+            excluded = 0
+            if exclude_camera_id is not None:
+                (excluded,) = self._db.execute(
+                    "SELECT COUNT(*) FROM tracklets WHERE camera_id = ?", (exclude_camera_id,)
+                ).fetchone()
+            k = min(total, top_k + int(excluded))
+            distances, row_ids = self._search_index(query, k)
+            hits: list[SearchHit] = []
+            ranked = [(int(row_id), float(distance)) for row_id, distance in zip(row_ids[0], distances[0], strict=True)]
+            ranked = [(row_id, distance) for row_id, distance in ranked if row_id >= 0]
+            for start in range(0, len(ranked), _FETCH_CHUNK):
+                chunk = ranked[start : start + _FETCH_CHUNK]
+                records = self._records_by_row_id([row_id for row_id, _ in chunk])
+                for row_id, distance in chunk:
+                    record = records.get(row_id)
+                    if record is None or (exclude_camera_id is not None and record.camera_id == exclude_camera_id):
+                        continue
+                    # Float32 expansion of |a-b|^2 can dip just below zero for identical vectors.
+                    hits.append(SearchHit(record, max(distance, 0.0)))
+                    if len(hits) == top_k:
+                        return hits
+            return hits
+
+    def _search_index(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._gpu_index is not None:
+            if self._gpu_stale:
+                # GPU flat indexes cannot remove vectors: after deletions the replica is copied afresh.
+                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu_index)
+                self._gpu_stale = False
+            # faiss' GPU k-selection stops at 2048; larger k (many excluded records) is served on CPU.
+            if k <= 2048:
+                return self._gpu_index.search(queries, k)
+        return self._cpu_index.search(queries, k)
+
+    def _records_by_row_id(self, row_ids: list[int]) -> dict[int, TrackletRecord]:
+        placeholders = ",".join("?" * len(row_ids))
+        rows = self._db.execute(
+            f"SELECT row_id, {_RECORD_COLUMNS} FROM tracklets WHERE row_id IN ({placeholders})", row_ids
+        ).fetchall()
+        return {row[0]: _record_from_row(row[1:]) for row in rows}
+
+    # -- writes --------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def add(
+        self,
+        embedding: np.ndarray,
+        tracklet_id: str,
+        person_id: str | None = None,
+        camera_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        frames_decoded: int = 0,
+        frames_used: int = 0,
+        replace: bool = False,
+    ) -> TrackletRecord:
+        """Stores a record and its embedding; returns only after the SQLite commit is durable.
+
+        Raises ConflictError if ``tracklet_id`` exists and ``replace`` is false.
+        """
+        vector = np.ascontiguousarray(embedding, dtype=np.float32).reshape(self.dim)
+        if not np.all(np.isfinite(vector)):
+            raise ValueError("embedding has non-finite values")
+        record = TrackletRecord(
+            id=tracklet_id,
+            person_id=person_id,
+            camera_id=camera_id,
+            metadata=dict(metadata or {}),
+            frames_decoded=frames_decoded,
+            frames_used=frames_used,
+            model_version=self.model_version,
+            created_at=_now_iso(),
+        )
+        with self._lock:
+            with self._transaction() as db:
+                existing = db.execute("SELECT row_id FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+                if existing is not None and not replace:
+                    raise ConflictError(
+                        f"A tracklet with id '{tracklet_id}' is already enrolled; send replace=true to overwrite it."
+                    )
+                if existing is not None:
+                    db.execute("DELETE FROM tracklets WHERE row_id = ?", existing)
+                cursor = db.execute(
+                    "INSERT INTO tracklets(id, person_id, camera_id, metadata, frames_decoded, frames_used, "
+                    "model_version, created_at, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id, record.person_id, record.camera_id, json.dumps(record.metadata),
+                        record.frames_decoded, record.frames_used, record.model_version, record.created_at,
+                        vector.tobytes(),
+                    ),
+                )
+                row_id = cursor.lastrowid
+            if existing is not None:
+                self._remove_from_index(existing[0])
+            row_ids = np.array([row_id], dtype=np.int64)
+            self._cpu_index.add_with_ids(vector.reshape(1, -1), row_ids)
+            if self._gpu_index is not None and not self._gpu_stale:
+                self._gpu_index.add_with_ids(vector.reshape(1, -1), row_ids)
+        return record
+
+    def _remove_from_index(self, row_id: int) -> None:
+        self._cpu_index.remove_ids(np.array([row_id], dtype=np.int64))
+        if self._gpu_index is not None:
+            self._gpu_stale = True
+
+    def delete(self, tracklet_id: str) -> bool:
+        """Removes a record; it is gone from search when this returns. False if there was none."""
+        with self._lock:
+            with self._transaction() as db:
+                existing = db.execute("SELECT row_id FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+                if existing is None:
+                    return False
+                db.execute("DELETE FROM tracklets WHERE row_id = ?", existing)
+            self._remove_from_index(existing[0])
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self._db.close()
+            self._release_directory_lock()

@@ -1,0 +1,42 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from service.deps import APIKeyDep, StateDep
+from service.schemas import ERROR_RESPONSES, HealthOut, ReadyOut
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="Process alive (never needs an API key)")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz", response_model=ReadyOut, dependencies=[APIKeyDep], responses=ERROR_RESPONSES,
+    summary="Model loaded and gallery open; device in use and gallery size",
+)
+async def readyz(state: StateDep) -> dict:
+    embedder = state.embedder
+    return {
+        "status": "ready",
+        "model_version": embedder.card.model_version,
+        "model_name": embedder.card.name,
+        "device": embedder.device,
+        "providers": embedder.providers,
+        "index_device": state.gallery.index_device,
+        "gallery_size": len(state.gallery),
+        "embed_queue_depth": state.batcher.queue_depth,
+    }
+
+
+@router.get(
+    "/metrics", response_class=PlainTextResponse, dependencies=[APIKeyDep], responses=ERROR_RESPONSES,
+    summary="Prometheus metrics: requests and latencies by route and status, stage times, batch sizes, gallery size",
+)
+async def metrics(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")

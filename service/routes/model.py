@@ -1,0 +1,29 @@
+"""The loaded model's card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.deps import APIKeyDep, StateDep
+from service.schemas import ERROR_RESPONSES
+
+router = APIRouter(tags=["model"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
+
+
+@router.get(
+    "/model",
+    summary="The model card of the loaded model",
+    description="The JSON model card exactly as exported (models/README.md), plus a `serving` object saying "
+    "where this process runs it (device, onnxruntime providers, FAISS index device).",
+)
+async def get_model(state: StateDep) -> dict[str, Any]:
+    return {
+        **state.embedder.card.raw,
+        "serving": {
+            "device": state.embedder.device,
+            "providers": state.embedder.providers,
+            "index_device": state.gallery.index_device,
+        },
+    }

@@ -1,0 +1,132 @@
+"""Enroll, read, list and delete gallery tracklets."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Path, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import APIKeyDep, GalleryDep, StateDep
+from service.errors import ConflictError, InvalidRequestError, NotFoundError
+from service.routes.fields import (
+    LABEL_MAX_LENGTH,
+    TRACKLET_ID_PATTERN,
+    ArchiveField,
+    FramesField,
+    MetadataField,
+    PersonIdField,
+    ReplaceField,
+    VideoField,
+)
+from service.schemas import ERROR_RESPONSES, ErrorOut, TrackletOut, TrackletPage
+from service.uploads import StageTimer, decode_media, parse_metadata, read_media
+
+router = APIRouter(prefix="/tracklets", tags=["tracklets"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
+
+# No pattern here: an id that could never have been enrolled is simply not found (404).
+TrackletIdPath = Annotated[str, Path(description="Id of an enrolled tracklet.")]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TrackletOut,
+    responses={409: {"model": ErrorOut, "description": "tracklet_id already enrolled and replace is false."}},
+    summary="Enroll one tracklet",
+    description="Decodes the media, samples the model's T frames (centre of T uniform chunks), embeds them and "
+    "stores the record. Answered only after the record is durably committed. The Server-Timing header gives "
+    "the time spent decoding, embedding and storing.",
+)
+async def enroll_tracklet(
+    state: StateDep,
+    response: Response,
+    video: VideoField = None,
+    frames: FramesField = None,
+    archive: ArchiveField = None,
+    person_id: PersonIdField = None,
+    camera_id: Annotated[
+        str | None, Form(max_length=LABEL_MAX_LENGTH, description="Label of the camera that saw the tracklet.")
+    ] = None,
+    metadata: MetadataField = None,
+    tracklet_id: Annotated[
+        str | None,
+        Form(pattern=TRACKLET_ID_PATTERN, description="Client-chosen id (letters, digits, . _ : @ -; at most 128); "
+             "generated when absent. Enrolling an existing id is 409 unless replace=true."),
+    ] = None,
+    replace: ReplaceField = False,
+) -> dict:
+    timer = StageTimer(state.metrics)
+    metadata_object = parse_metadata(metadata)
+    media = await read_media(video, frames, archive)
+    if media is None:
+        raise InvalidRequestError("Send the tracklet as exactly one of the fields video, frames or archive.")
+    if tracklet_id is not None and not replace and await run_in_threadpool(state.gallery.get, tracklet_id):
+        # Checked again inside the store's transaction; this early answer only saves decoding and embedding.
+        raise ConflictError(
+            f"A tracklet with id '{tracklet_id}' is already enrolled; send replace=true to overwrite it."
+        )
+    with timer.stage("decode"):
+        decoded = await run_in_threadpool(decode_media, state.decoder, media)
+    with timer.stage("embed"):
+        embedding = await state.batcher.embed(decoded.frames)
+    with timer.stage("store"):
+        record = await run_in_threadpool(
+            state.gallery.add,
+            embedding,
+            tracklet_id or uuid.uuid4().hex,
+            person_id=person_id,
+            camera_id=camera_id,
+            metadata=metadata_object,
+            frames_decoded=decoded.frames_decoded,
+            frames_used=decoded.frames_used,
+            replace=replace,
+        )
+    response.headers["Location"] = f"/tracklets/{record.id}"
+    response.headers["Server-Timing"] = timer.server_timing()
+    return record.to_dict()
+
+
+@router.get(
+    "",
+    response_model=TrackletPage,
+    summary="List enrolled tracklets",
+    description="Pages through the gallery in enrollment order, optionally only one person's or one camera's.",
+)
+async def list_tracklets(
+    gallery: GalleryDep,
+    person_id: Annotated[str | None, Query(description="Only tracklets of this person_id.")] = None,
+    camera_id: Annotated[str | None, Query(description="Only tracklets of this camera_id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size (1-1000).")] = 100,
+    offset: Annotated[int, Query(ge=0, description="How many matching tracklets to skip.")] = 0,
+) -> dict:
+    records, total = await run_in_threadpool(gallery.list, person_id, camera_id, limit, offset)
+    return {"items": [record.to_dict() for record in records], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get(
+    "/{tracklet_id}",
+    response_model=TrackletOut,
+    responses={404: {"model": ErrorOut, "description": "No tracklet with this id."}},
+    summary="One enrolled tracklet",
+)
+async def get_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> dict:
+    record = await run_in_threadpool(gallery.get, tracklet_id)
+    if record is None:
+        raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
+    return record.to_dict()
+
+
+@router.delete(
+    "/{tracklet_id}",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"model": ErrorOut, "description": "No tracklet with this id."}},
+    summary="Delete a tracklet",
+    description="Removes the record and its embedding; it is out of every search once this answers.",
+)
+async def delete_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> Response:
+    if not await run_in_threadpool(gallery.delete, tracklet_id):
+        raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
+    return Response(status_code=204)

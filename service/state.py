@@ -1,0 +1,80 @@
+"""What the lifespan loads: the model, the embedding queue, the gallery and the decoder, as one object."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.decoding import DecodeLimits, TrackletDecoder
+from service.embedder import MicroBatcher, OnnxEmbedder
+from service.gallery import GalleryStore, faiss_gpu_count
+from service.metrics import Gauge, ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    """Everything a request needs besides its own input."""
+
+    settings: Settings
+    embedder: OnnxEmbedder
+    batcher: MicroBatcher
+    gallery: GalleryStore
+    decoder: TrackletDecoder
+    metrics: ServiceMetrics
+
+    def close(self) -> None:
+        """Stops the embedder after its queued work and closes the gallery."""
+        self.batcher.stop()
+        self.gallery.close()
+
+
+def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> ServiceState:
+    """Loads the model and opens the gallery; raises StartupError with a one-line reason on failure."""
+    metrics = metrics or ServiceMetrics()
+    embedder = OnnxEmbedder(settings.model_path, settings.device, settings.intra_op_threads)
+    card = embedder.card
+    use_gpu_index = settings.device != "cpu" and faiss_gpu_count() > 0
+    gallery = GalleryStore(settings.data_dir, card.dim, card.model_version, use_gpu=use_gpu_index)
+    try:
+        decoder = TrackletDecoder(
+            card.height,
+            card.width,
+            card.num_frames,
+            DecodeLimits(
+                max_frames=settings.max_frames,
+                max_frame_dimension=settings.max_frame_dimension,
+                max_archive_entries=settings.max_archive_entries,
+                max_archive_bytes=settings.max_archive_bytes,
+            ),
+        )
+        batcher = MicroBatcher(
+            embedder.embed,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            queue_size=settings.queue_size,
+            on_batch=metrics.observe_batch,
+        )
+        batcher.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            gallery.close()
+        raise
+    metrics.add_gauge(Gauge("reid_gallery_size", "Tracklets enrolled in the gallery.", lambda: len(gallery)))
+    metrics.add_gauge(
+        Gauge("reid_embed_queue_depth", "Tracklets waiting for the embedder.", lambda: batcher.queue_depth)
+    )
+    metrics.add_gauge(
+        Gauge(
+            "reid_model_info", "The loaded model and where it runs (value is always 1).", lambda: 1,
+            {"model_version": card.model_version, "device": embedder.device, "index_device": gallery.index_device},
+        )
+    )
+    log.info(
+        "ready: model %s on %s (providers %s), gallery of %d on %s",
+        card.model_version, embedder.device, ",".join(embedder.providers), len(gallery), gallery.index_device,
+    )
+    return ServiceState(settings, embedder, batcher, gallery, decoder, metrics)
