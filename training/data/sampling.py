@@ -57,7 +57,8 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
     An epoch has ``num_batches = max(world_size, total_groups // P)`` batches, where an identity with n
     tracklets contributes ``max(n, Z) // Z`` groups of Z; so an epoch shows every tracklet about once. Each
     batch picks P distinct identities with probability proportional to the groups they have left, and takes
-    the next group of each; an identity that runs out is reshuffled and refilled. Identities with fewer than
+    the next group of each; when fewer than P identities have groups left, the exhausted ones are reshuffled
+    into new groups. Identities with fewer than
     Z tracklets are filled up by sampling with replacement. The batch list is a deterministic function of
     ``(seed, epoch)``, so every rank computes the same list; rank r takes batches r, r + world_size, ...,
     and all ranks get the same number of batches (the remainder is dropped).
@@ -111,7 +112,9 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         indices = self.indices_of[pid]
         z = self.tracklets_per_identity
         if len(indices) < z:
-            return [rng.choice(indices, size=z, replace=True)]
+            # Every tracklet once, the rest of the group drawn again at random.
+            extra = rng.choice(indices, size=z - len(indices), replace=True)
+            return [rng.permutation(np.concatenate([indices, extra]))]
         shuffled = rng.permutation(indices)
         return [shuffled[start : start + z] for start in range(0, len(shuffled) - z + 1, z)]
 
@@ -122,14 +125,17 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         batches = []
         for _ in range(self.num_batches):
             weights = np.array([len(remaining[pid]) for pid in self.identities], dtype=np.float64)
+            if np.count_nonzero(weights) < self.num_identities:
+                # Too few identities left for a batch: start a new pass over the exhausted ones.
+                for position in np.flatnonzero(weights == 0).tolist():
+                    remaining[self.identities[position]] = self._groups(self.identities[position], rng)
+                weights = np.array([len(remaining[pid]) for pid in self.identities], dtype=np.float64)
             probabilities = weights / weights.sum()
             chosen = rng.choice(len(self.identities), size=self.num_identities, replace=False, p=probabilities)
             batch: list[int] = []
             for position in chosen.tolist():
                 pid = self.identities[position]
                 batch.extend(int(i) for i in remaining[pid].pop())
-                if not remaining[pid]:
-                    remaining[pid] = self._groups(pid, rng)
             batches.append(batch)
         return batches
 

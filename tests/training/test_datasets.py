@@ -1,0 +1,231 @@
+"""The real-layout loaders on tiny generated copies: counts, ids, cameras, frame order, splits, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import loadmat
+
+from tests.training.conftest import (
+    DUKE_TRACKS,
+    ILIDS_FRAMES,
+    ILIDS_PERSONS,
+    MARS_TEST_TRACKS,
+    PRID_KEPT,
+    PRID_PERSONS,
+    make_ilidsvid,
+    make_mars,
+    make_prid2011,
+)
+from training.data import DATASETS, load_dataset, num_splits
+from training.data.splits import generate_splits
+
+
+def frame_names(tracklet) -> list[str]:
+    return [Path(f).name for f in tracklet.frames]
+
+
+def assert_name_sorted_and_exist(tracklets) -> None:
+    for tracklet in tracklets:
+        assert frame_names(tracklet) == sorted(frame_names(tracklet))
+        assert all(Path(f).is_file() for f in tracklet.frames)
+
+
+def test_num_splits():
+    assert {name: num_splits(name) for name in DATASETS} == {
+        "mars": 1, "ilidsvid": 10, "prid2011": 10, "dukev": 1, "synthetic": 1,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="unknown dataset"):
+        num_splits("market1501")
+
+
+# ------------------------------------------------------------------------------------------------- MARS
+def test_mars_counts_ids_and_cameras(mars_root):
+    dataset = load_dataset("mars", mars_root)
+    assert dataset.name == "mars"
+    # train pids 1, 3, 7 relabelled to 0, 1, 2 in order; cameras 1-based on disk, 0-based here.
+    assert [(t.pid, t.camid, len(t)) for t in dataset.train] == [(0, 0, 3), (0, 1, 2), (1, 0, 4), (1, 3, 1), (2, 5, 12)]
+    assert dataset.num_train_pids == 3
+    # Queries are the rows of query_IDX; the gallery is ALL test tracks, queries included.
+    assert [(t.pid, t.camid) for t in dataset.query] == [(2, 0), (5, 2)]
+    assert [(t.pid, t.camid, len(t)) for t in dataset.gallery] == [(p, c - 1, n) for p, c, _, n in MARS_TEST_TRACKS]
+    assert dataset.query[0] is dataset.gallery[0] and dataset.query[1] is dataset.gallery[3]
+    assert "query_IDX" in dataset.protocol and "ALL test tracks" in dataset.protocol
+
+
+def test_mars_frames_sorted_despite_reversed_name_list(mars_root):
+    dataset = load_dataset("mars", mars_root)
+    assert_name_sorted_and_exist(dataset.train + dataset.gallery)
+    longest = dataset.train[-1]
+    assert frame_names(longest) == [f"0007C6T0001F{i:03d}.jpg" for i in range(1, 13)]
+    assert Path(longest.frames[0]).parent == mars_root / "bbox_train" / "0007"
+
+
+def test_mars_junk_and_distractor_paths(mars_root):
+    gallery = load_dataset("mars", mars_root).gallery
+    junk = [t for t in gallery if t.pid == -1]
+    distractors = [t for t in gallery if t.pid == 0]
+    assert len(junk) == 1 and len(distractors) == 1
+    assert junk[0].frames[0] == str(mars_root / "bbox_test" / "00-1" / "00-1C2T0001F001.jpg")
+    assert distractors[0].frames[1] == str(mars_root / "bbox_test" / "0000" / "0000C1T0001F002.jpg")
+
+
+def test_synthetic_name_uses_the_mars_loader(mars_root):
+    dataset = load_dataset("synthetic", mars_root, split_id=3)  # single split: split_id ignored
+    assert dataset.name == "synthetic" and len(dataset.gallery) == len(MARS_TEST_TRACKS)
+
+
+def test_mars_missing_files_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected layout"):
+        load_dataset("mars", tmp_path / "nowhere")
+    root = make_mars(tmp_path / "mars")
+    (root / "info" / "query_IDX.mat").unlink()
+    with pytest.raises(FileNotFoundError, match="query_IDX.mat"):
+        load_dataset("mars", root)
+
+
+def test_mars_rejects_a_track_range_outside_the_name_list(tmp_path):
+    root = make_mars(tmp_path / "mars")
+    table = loadmat(str(root / "info" / "tracks_test_info.mat"))["track_test_info"]
+    table[-1, 1] = 10_000
+    from scipy.io import savemat
+
+    savemat(str(root / "info" / "tracks_test_info.mat"), {"track_test_info": table})
+    with pytest.raises(ValueError, match="outside"):
+        load_dataset("mars", root)
+
+
+# -------------------------------------------------------------------------------------------- iLIDS-VID
+def test_ilidsvid_split_from_mat_first_half_is_test(ilidsvid_root):
+    ls_set = loadmat(str(ilidsvid_root / "train-test people splits" / "train_test_splits_ilidsvid.mat"))["ls_set"]
+    for split_id in (0, 7):
+        dataset = load_dataset("ilidsvid", ilidsvid_root, split_id=split_id)
+        row = ls_set[split_id].astype(int)
+        test_numbers = sorted(int(ILIDS_PERSONS[i - 1][6:]) for i in row[:3])
+        train_numbers = sorted(int(ILIDS_PERSONS[i - 1][6:]) for i in row[3:])
+        assert [t.pid for t in dataset.query] == test_numbers
+        assert [t.pid for t in dataset.gallery] == test_numbers
+        assert {t.camid for t in dataset.query} == {0} and {t.camid for t in dataset.gallery} == {1}
+        assert dataset.num_train_pids == 3 and len(dataset.train) == 6
+        assert sorted(t.pid for t in dataset.train) == [0, 0, 1, 1, 2, 2]
+        # Relabelling keeps the order of the original person numbers.
+        first_train = [t for t in dataset.train if t.pid == 0][0]
+        assert Path(first_train.frames[0]).parent.name == f"person{train_numbers[0]:03d}"
+        assert {len(t) for t in dataset.query} == {ILIDS_FRAMES["cam1"]}
+        assert {len(t) for t in dataset.gallery} == {ILIDS_FRAMES["cam2"]}
+        assert_name_sorted_and_exist(dataset.train + dataset.query + dataset.gallery)
+    assert not (ilidsvid_root / "splits_ilidsvid.json").exists()
+
+
+def test_ilidsvid_accepts_the_inner_folder_as_root(ilidsvid_root):
+    outer = load_dataset("ilidsvid", ilidsvid_root, split_id=2)
+    inner = load_dataset("ilidsvid", ilidsvid_root / "i-LIDS-VID", split_id=2)
+    assert inner.query == outer.query and inner.gallery == outer.gallery and inner.train == outer.train
+
+
+def test_ilidsvid_without_mat_generates_saves_and_reuses_json(tmp_path):
+    root = make_ilidsvid(tmp_path / "a", with_mat=False)
+    first = load_dataset("ilidsvid", root, split_id=1)
+    saved_path = root / "splits_ilidsvid.json"
+    saved = json.loads(saved_path.read_text())
+    assert len(saved["splits"]) == 10
+    split = saved["splits"][1]
+    assert sorted(split["train"] + split["test"]) == ILIDS_PERSONS and len(split["test"]) == 3
+    assert [t.pid for t in first.query] == [int(name[6:]) for name in split["test"]]
+
+    # Reuse: an edited file is honoured rather than regenerated.
+    saved["splits"][1] = {"train": ILIDS_PERSONS[:3], "test": ILIDS_PERSONS[3:]}
+    saved_path.write_text(json.dumps(saved))
+    again = load_dataset("ilidsvid", root, split_id=1)
+    assert [t.pid for t in again.query] == [7, 10, 11]
+
+    # Determinism: a fresh copy of the data generates the same splits as the first one did.
+    other = make_ilidsvid(tmp_path / "b", with_mat=False)
+    assert [t.pid for t in load_dataset("ilidsvid", other, split_id=1).query] == [t.pid for t in first.query]
+
+
+def test_ilidsvid_errors(tmp_path, ilidsvid_root):
+    with pytest.raises(FileNotFoundError, match="i-LIDS-VID"):
+        load_dataset("ilidsvid", tmp_path)
+    with pytest.raises(ValueError, match="out of range"):
+        load_dataset("ilidsvid", ilidsvid_root, split_id=10)
+
+
+# --------------------------------------------------------------------------------------------- PRID2011
+def test_prid2011_keeps_persons_in_both_cameras_with_21_frames(prid_root):
+    dataset = load_dataset("prid2011", prid_root, split_id=0)
+    saved = json.loads((prid_root / "splits_prid2011.json").read_text())
+    split = saved["splits"][0]
+    assert sorted(split["train"] + split["test"]) == [f"person_{n:04d}" for n in PRID_KEPT]
+    assert len(split["train"]) == len(split["test"]) == 3
+    assert [t.pid for t in dataset.query] == [int(name[7:]) for name in split["test"]]
+    assert [t.pid for t in dataset.gallery] == [t.pid for t in dataset.query]
+    assert {t.camid for t in dataset.query} == {0} and {t.camid for t in dataset.gallery} == {1}
+    assert [len(t) for t in dataset.query] == [PRID_PERSONS[t.pid][0] for t in dataset.query]
+    assert [len(t) for t in dataset.gallery] == [PRID_PERSONS[t.pid][1] for t in dataset.gallery]
+    assert dataset.num_train_pids == 3 and sorted(t.pid for t in dataset.train) == [0, 0, 1, 1, 2, 2]
+    assert_name_sorted_and_exist(dataset.train + dataset.query + dataset.gallery)
+
+
+def test_prid2011_splits_deterministic_distinct_and_reused(prid_root, tmp_path):
+    path = prid_root / "splits_prid2011.json"
+    load_dataset("prid2011", prid_root)
+    before = path.read_text()
+    queries = [tuple(t.pid for t in load_dataset("prid2011", prid_root, split_id=s).query) for s in range(10)]
+    assert path.read_text() == before  # reused, not rewritten
+    assert len(set(queries)) > 1  # the 10 splits are not all the same
+    copy = make_prid2011(tmp_path / "copy")
+    assert tuple(t.pid for t in load_dataset("prid2011", copy, split_id=4).query) == queries[4]
+    # A root pointing at prid_2011/ itself works too (its own split file is then written there).
+    inner = load_dataset("prid2011", copy / "prid_2011", split_id=4)
+    assert tuple(t.pid for t in inner.query) == queries[4]
+
+
+def test_prid2011_saved_split_with_unknown_person_is_an_error(tmp_path):
+    root = make_prid2011(tmp_path / "p")
+    (root / "splits_prid2011.json").write_text(json.dumps({"splits": [{"train": ["person_0099"], "test": []}]}))
+    with pytest.raises(ValueError, match="not in the dataset"):
+        load_dataset("prid2011", root)
+
+
+def test_generate_splits_is_seeded_half_half():
+    persons = [f"p{i}" for i in range(11)]
+    splits = generate_splits(persons, num_splits=10, seed=3)
+    assert splits == generate_splits(list(reversed(persons)), num_splits=10, seed=3)
+    assert splits != generate_splits(persons, num_splits=10, seed=4)
+    for split in splits:
+        assert len(split["train"]) == 5 and len(split["test"]) == 6
+        assert sorted(split["train"] + split["test"]) == sorted(persons)
+
+
+# ------------------------------------------------------------------------------------ DukeMTMC-VideoReID
+def test_dukev_counts_cameras_and_relabelling(dukev_root):
+    dataset = load_dataset("dukev", dukev_root)
+    assert [(t.pid, t.camid, len(t)) for t in dataset.train] == [(0, 0, 3), (0, 5, 2), (1, 1, 4), (2, 7, 2)]
+    assert dataset.num_train_pids == 3
+    expected = {s: [(pid, cam - 1, n) for pid, _, cam, n in DUKE_TRACKS[s]] for s in ("query", "gallery")}
+    assert [(t.pid, t.camid, len(t)) for t in dataset.query] == expected["query"]
+    assert [(t.pid, t.camid, len(t)) for t in dataset.gallery] == expected["gallery"]
+    assert_name_sorted_and_exist(dataset.train + dataset.query + dataset.gallery)
+    assert frame_names(dataset.train[2]) == [f"0004_C2_F{i:04d}_X{30000 + i - 1}.jpg" for i in range(1, 5)]
+
+
+def test_dukev_missing_subset(tmp_path, dukev_root):
+    root = tmp_path / "duke"
+    shutil.copytree(dukev_root, root)
+    shutil.rmtree(root / "gallery")
+    with pytest.raises(FileNotFoundError, match="gallery"):
+        load_dataset("dukev", root)
+
+
+def test_loaded_frames_are_in_temporal_order(mars_root):
+    """The pixel value of each generated frame encodes its number: reading in path order gives 0, 10, 20..."""
+    import cv2
+
+    tracklet = load_dataset("mars", mars_root).train[-1]
+    values = [int(np.round(cv2.imread(f).mean())) for f in tracklet.frames]
+    assert all(b > a for a, b in zip(values, values[1:], strict=False))

@@ -1,0 +1,160 @@
+"""evaluate() against hand-worked rankings and a slow loop reference; distances; the plot and JSON writers."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from training.evaluation import cmc_at, evaluate, squared_l2_distances
+from training.visualize import plot_cmc, plot_ranked_lists, write_metrics
+
+
+def run(distances, q_pids, g_pids, q_cams, g_cams, max_rank=4):
+    return evaluate(np.asarray(distances, dtype=np.float64), q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
+
+
+def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
+    """The textbook per-query loop (as in the MARS / Market evaluation scripts)."""
+    cmcs, aps = [], []
+    for q in range(distmat.shape[0]):
+        order = sorted(range(distmat.shape[1]), key=lambda g: distmat[q, g])  # Python's sort is stable
+        ranked = [
+            g for g in order if g_pids[g] != -1 and not (g_pids[g] == q_pids[q] and g_camids[g] == q_camids[q])
+        ]
+        hits = [g_pids[g] == q_pids[q] for g in ranked]
+        if not any(hits):
+            continue
+        first = hits.index(True)
+        cmcs.append([1.0 if first <= k else 0.0 for k in range(max_rank)])
+        precisions = [sum(hits[: i + 1]) / (i + 1) for i, hit in enumerate(hits) if hit]
+        aps.append(sum(precisions) / len(precisions))
+    return np.mean(cmcs, axis=0), float(np.mean(aps))
+
+
+def test_known_ranking_cmc_and_map_by_hand():
+    # Query pid 1 cam 0. Ranked gallery: pid 2, pid 1, pid 3, pid 1 (all camera 1) -> hits at ranks 2 and 4.
+    cmc, mean_ap = run([[0.1, 0.2, 0.3, 0.4]], [1], [2, 1, 3, 1], [0], [1, 1, 1, 1])
+    np.testing.assert_allclose(cmc, [0, 1, 1, 1])
+    assert mean_ap == pytest.approx((1 / 2 + 2 / 4) / 2)
+
+
+def test_gallery_order_does_not_matter_only_distances():
+    cmc, mean_ap = run([[0.4, 0.3, 0.2, 0.1]], [1], [1, 3, 1, 2], [0], [1, 1, 1, 1])
+    np.testing.assert_allclose(cmc, [0, 1, 1, 1])
+    assert mean_ap == pytest.approx(0.5)
+
+
+def test_ties_keep_gallery_order():
+    cmc, mean_ap = run([[0.5, 0.5]], [1], [2, 1], [0], [1, 1], max_rank=2)
+    np.testing.assert_allclose(cmc, [0, 1])
+    assert mean_ap == pytest.approx(0.5)
+    cmc, mean_ap = run([[0.5, 0.5]], [1], [1, 2], [0], [1, 1], max_rank=2)
+    np.testing.assert_allclose(cmc, [1, 1])
+    assert mean_ap == pytest.approx(1.0)
+
+
+def test_junk_is_removed_and_distractors_count_as_wrong():
+    # junk (-1) nearest: removed, so the true match is rank 1.
+    cmc, mean_ap = run([[0.1, 0.2]], [1], [-1, 1], [0], [1, 1], max_rank=2)
+    np.testing.assert_allclose(cmc, [1, 1])
+    assert mean_ap == 1.0
+    # a distractor (pid 0) nearest stays and pushes the true match to rank 2.
+    cmc, mean_ap = run([[0.1, 0.2]], [1], [0, 1], [0], [1, 1], max_rank=2)
+    np.testing.assert_allclose(cmc, [0, 1])
+    assert mean_ap == pytest.approx(0.5)
+
+
+def test_same_pid_and_same_camera_removed_other_combinations_kept():
+    # gallery: (pid1, cam0) removed; (pid5, cam0) kept (other pid, same camera); (pid1, cam1) the match.
+    cmc, mean_ap = run([[0.1, 0.2, 0.3]], [1], [1, 5, 1], [0], [0, 0, 1], max_rank=3)
+    np.testing.assert_allclose(cmc, [0, 1, 1])
+    assert mean_ap == pytest.approx(0.5)
+
+
+def test_query_without_true_match_is_skipped_and_logged(caplog):
+    distances = [[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]]
+    # Query 2 (pid 9, cam 0) only has a same-camera copy of itself: skipped.
+    with caplog.at_level(logging.INFO, logger="training.evaluation"):
+        cmc, mean_ap = run(distances, [1, 9], [2, 1, 9], [0, 0], [1, 1, 0], max_rank=3)
+    np.testing.assert_allclose(cmc, [0, 1, 1])
+    assert mean_ap == pytest.approx(0.5)
+    assert "1 of 2 queries" in caplog.text
+
+
+def test_all_queries_without_match_raise():
+    with pytest.raises(ValueError, match="true match"):
+        run([[0.1, 0.2]], [1], [2, 3], [0], [1, 1], max_rank=2)
+
+
+def test_cmc_reaches_one_and_is_monotone_when_gallery_shorter_than_max_rank():
+    cmc, _ = run([[0.3, 0.1, 0.2]], [1], [1, 2, 3], [0], [1, 1, 1], max_rank=5)
+    np.testing.assert_allclose(cmc, [0, 0, 1, 1, 1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_randomised_against_loop_reference(seed):
+    rng = np.random.default_rng(seed)
+    num_query, num_gallery = 40, 150
+    g_pids = rng.integers(-1, 12, num_gallery)
+    g_cams = rng.integers(0, 3, num_gallery)
+    q_pids = rng.integers(1, 12, num_query)
+    q_cams = rng.integers(0, 3, num_query)
+    distances = rng.integers(0, 20, size=(num_query, num_gallery)).astype(np.float64)  # many ties
+    cmc, mean_ap = evaluate(distances, q_pids, g_pids, q_cams, g_cams, max_rank=10, chunk_size=7)
+    ref_cmc, ref_map = reference_evaluate(distances, q_pids, g_pids, q_cams, g_cams, max_rank=10)
+    np.testing.assert_allclose(cmc, ref_cmc, atol=1e-12)
+    assert mean_ap == pytest.approx(ref_map, abs=1e-12)
+    assert cmc.dtype == np.float64 and np.all(np.diff(cmc) >= 0) and 0 <= mean_ap <= 1
+
+
+def test_squared_l2_distances_matches_brute_force():
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(5, 16)).astype(np.float32)
+    gallery = rng.normal(size=(7, 16)).astype(np.float32)
+    expected = ((query[:, None, :].astype(np.float64) - gallery[None, :, :]) ** 2).sum(-1)
+    distances = squared_l2_distances(query, gallery)
+    assert distances.shape == (5, 7) and distances.dtype == np.float64
+    np.testing.assert_allclose(distances, expected, rtol=1e-10, atol=1e-10)
+    assert squared_l2_distances(query, query).diagonal().max() < 1e-10
+    assert squared_l2_distances(query, query).min() >= 0.0
+
+
+def test_cmc_at():
+    cmc = np.linspace(0.5, 1.0, 20)
+    assert cmc_at(cmc) == {"rank1": 0.5, "rank5": cmc[4], "rank10": cmc[9], "rank20": 1.0}
+    assert cmc_at(cmc[:6]) == {"rank1": 0.5, "rank5": cmc[4]}
+
+
+# ---------------------------------------------------------------------------------------------- writers
+def test_write_metrics_sorted_indented_numpy_safe(tmp_path):
+    path = tmp_path / "out" / "metrics.json"
+    write_metrics({"rank1": np.float32(0.5), "mAP": 0.25, "cmc": np.array([0.5, 1.0]), "epoch": np.int64(3)}, path)
+    text = path.read_text()
+    assert json.loads(text) == {"cmc": [0.5, 1.0], "epoch": 3, "mAP": 0.25, "rank1": 0.5}
+    assert text.startswith('{\n  "cmc"') and text.index('"mAP"') < text.index('"rank1"')
+
+
+def test_plot_cmc_writes_a_png(tmp_path):
+    path = tmp_path / "cmc.png"
+    plot_cmc({"baseline": np.linspace(0.4, 0.9, 20), "MG-RAFA": np.linspace(0.5, 1.0, 20)}, path)
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_plot_ranked_lists_frames_matches_green_and_mismatches_red(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = np.full((64, 32, 3), 128, np.uint8)
+    queries = [np.stack([grey] * 3), rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)]
+    gallery = [[grey, grey, grey], [grey, grey]]
+    path = tmp_path / "ranked.png"
+    plot_ranked_lists(queries, gallery, [[True, False, False], [False, True]], path, distances=[[1, 2, 3], [1, 2]])
+    image = cv2.imread(str(path))[:, :, ::-1].astype(int)
+    greenish = (image[..., 1] > 140) & (image[..., 0] < 60) & (image[..., 2] < 60)
+    reddish = (image[..., 0] > 180) & (image[..., 1] < 60) & (image[..., 2] < 60)
+    assert greenish.sum() > 50 and reddish.sum() > greenish.sum()
+    with pytest.raises(ValueError):
+        plot_ranked_lists(queries, gallery[:1], [[True]], tmp_path / "bad.png")
