@@ -1,0 +1,83 @@
+"""Settings: defaults, REID_ environment variables, .env files, API key lists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    """No REID_ variable or .env of the developer's leaks into these tests."""
+    for name in list(os.environ):
+        if name.startswith("REID_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults():
+    settings = Settings()
+    assert settings.model_path == Path("models/mgrafa.onnx")
+    assert settings.data_dir == Path("gallery-data")
+    assert settings.host == "127.0.0.1" and settings.port == 8000
+    assert settings.device == "auto"
+    assert settings.api_key is None and settings.api_keys == ()
+    assert settings.max_upload_bytes == 64 * 1024 * 1024
+    assert settings.max_batch >= 1 and settings.queue_size >= 1 and settings.docs_enabled
+
+
+def test_environment_variables_with_the_reid_prefix(monkeypatch):
+    values = {
+        "REID_MODEL_PATH": "/m/x.onnx", "REID_DATA_DIR": "/d", "REID_DEVICE": "cuda", "REID_HOST": "0.0.0.0",
+        "REID_PORT": "9001", "REID_MAX_UPLOAD_BYTES": "1234", "REID_MAX_FRAMES": "77",
+        "REID_MAX_FRAME_DIMENSION": "640", "REID_MAX_ARCHIVE_ENTRIES": "9", "REID_MAX_ARCHIVE_BYTES": "4321",
+        "REID_MAX_BATCH": "3", "REID_MAX_WAIT_MS": "2.5", "REID_QUEUE_SIZE": "5", "REID_DOCS_ENABLED": "false",
+        "REID_LOG_LEVEL": "DEBUG", "REID_INTRA_OP_THREADS": "2",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.model_path == Path("/m/x.onnx") and settings.data_dir == Path("/d")
+    assert settings.device == "cuda" and settings.host == "0.0.0.0" and settings.port == 9001
+    assert (settings.max_upload_bytes, settings.max_frames, settings.max_frame_dimension) == (1234, 77, 640)
+    assert (settings.max_archive_entries, settings.max_archive_bytes) == (9, 4321)
+    assert (settings.max_batch, settings.max_wait_ms, settings.queue_size) == (3, 2.5, 5)
+    assert settings.docs_enabled is False and settings.log_level == "DEBUG" and settings.intra_op_threads == 2
+    # Every field is reachable through its REID_ variable (docker-compose relies on these names).
+    assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
+
+
+def test_api_keys_are_a_comma_separated_list_and_never_printed(monkeypatch):
+    monkeypatch.setenv("REID_API_KEY", " old-key , new-key,,")
+    settings = Settings()
+    assert settings.api_keys == ("old-key", "new-key")
+    assert "old-key" not in repr(settings) and "new-key" not in str(settings.model_dump())
+
+
+def test_dotenv_file_is_read(tmp_path):
+    (tmp_path / ".env").write_text("REID_PORT=8123\nREID_DATA_DIR=/srv/gallery\n")
+    settings = Settings()
+    assert settings.port == 8123 and settings.data_dir == Path("/srv/gallery")
+
+
+@pytest.mark.parametrize(("name", "value"), [("REID_DEVICE", "tpu"), ("REID_PORT", "eighty"), ("REID_MAX_BATCH", "0")])
+def test_invalid_values_are_rejected(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_get_settings_is_read_once(monkeypatch):
+    get_settings.cache_clear()
+    try:
+        monkeypatch.setenv("REID_PORT", "8001")
+        first = get_settings()
+        monkeypatch.setenv("REID_PORT", "8002")
+        assert get_settings() is first and first.port == 8001
+    finally:
+        get_settings.cache_clear()
