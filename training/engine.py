@@ -312,7 +312,9 @@ def extract_features(
             return model(frames.to(device, non_blocking=True)).embedding.float().cpu()
 
     features = torch.zeros(len(tracklets), model.embedding_dim)
-    bar = tqdm(total=len(tracklets), desc=description, disable=not progress, leave=False, unit="tracklet")
+    # disable=None: bars only on a terminal, so redirected logs stay readable.
+    bar = tqdm(total=len(tracklets), desc=description, disable=None if progress else True, leave=False,
+               unit="tracklet")
     if mode == "test":
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=config.data.num_workers)
         for batch in loader:
@@ -496,7 +498,7 @@ def run_epoch(
     step.train()
     sums: dict[str, torch.Tensor] = {}
     num_batches = 0
-    bar = tqdm(loader, desc=description, disable=not context.is_main, leave=False, unit="batch")
+    bar = tqdm(loader, desc=description, disable=None if context.is_main else True, leave=False, unit="batch")
     for batch in bar:
         frames = batch["frames"].to(device, non_blocking=True)
         labels = batch["pid"].to(device, non_blocking=True)

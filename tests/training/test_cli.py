@@ -1,0 +1,153 @@
+"""``python -m training``: generate -> train -> evaluate, the ablation table, all splits, forwarding, errors."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from training.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+
+#: Shrinks training/configs/synthetic.yaml to seconds: tiny frames, T=2, one or two epochs.
+TINY = [
+    "device=cpu", "model.height=64", "model.width=32", "data.num_frames=2", "data.num_workers=0",
+    "data.test_batch_size=8", "sampler.num_identities=4", "sampler.tracklets_per_identity=2",
+    "optim.epochs=1", "optim.warmup_epochs=0", "optim.milestones=[]",
+]  # fmt: skip
+
+
+def overrides(*extra: str) -> list[str]:
+    args = []
+    for item in (*TINY, *extra):
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and the test machine is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "synthetic"
+    code = main([
+        "synthetic", "--root", str(root), "--identities", "8", "--cameras", "2", "--tracklets-per-camera", "2",
+        "--min-frames", "4", "--max-frames", "6", "--height", "64", "--width", "32", "--seed", "1",
+    ])  # fmt: skip
+    assert code == 0 and (root / "info" / "query_IDX.mat").is_file()
+    return root
+
+
+def is_png(path: Path) -> bool:
+    image = cv2.imread(str(path))
+    return image is not None and image.shape[0] > 50 and image.shape[1] > 50
+
+
+def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--config", str(CONFIGS / "synthetic.yaml"), "--data-root", str(tiny_root),
+                 "--output", str(run), *overrides()])
+    assert code == 0
+    assert (run / "final.pt").is_file() and (run / "last.pt").is_file()
+    assert "MG-RAFA(N=4) on synthetic" in capsys.readouterr().out
+
+    evaluation = tmp_path / "evaluation"
+    code = main(["evaluate", "--checkpoint", str(run / "final.pt"), "--mode", "dense", "--output", str(evaluation),
+                 "--num-workers", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Official MARS protocol" in printed
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    for key in ("mAP", "rank1", "rank5", "rank10", "rank20"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["mode"] == "dense" and metrics["dataset"] == "synthetic" and metrics["epoch"] == 1
+    assert metrics["num_query"] == 4 and len(metrics["cmc"]) == 20
+    assert np.all(np.diff(metrics["cmc"]) >= 0) and metrics["rank1"] == metrics["cmc"][0]
+    assert is_png(evaluation / "cmc.png") and is_png(evaluation / "ranked_lists.png")
+
+
+def test_ablation_writes_a_table_with_one_row_per_head(tiny_root, tmp_path, capsys):
+    out = tmp_path / "ablation"
+    code = main(["ablation", "--config", str(CONFIGS / "synthetic.yaml"), "--heads", "baseline", "mg-rafa:2",
+                 "--out", str(out), *overrides(f"data.root={tiny_root}")])
+    assert code == 0
+    table = (out / "ablation.md").read_text()
+    assert "| Baseline |" in table and "| MG-RAFA(N=2) |" in table
+    data = json.loads((out / "ablation.json").read_text())
+    assert [row["label"] for row in data["rows"]] == ["Baseline", "MG-RAFA(N=2)"]
+    for row in data["rows"]:
+        assert 0.0 <= row["metrics"]["rank1"] <= 1.0 and row["wall_time_s"] > 0
+    assert data["rows"][0]["head_parameters"] == 0 and data["rows"][1]["head_parameters"] > 0
+    assert (out / "baseline" / "final.pt").is_file() and (out / "mg-rafa-n2" / "final.pt").is_file()
+    # Restarting reuses finished heads instead of training them again.
+    before = (out / "baseline" / "final.pt").stat().st_mtime_ns
+    assert main(["ablation", "--config", str(CONFIGS / "synthetic.yaml"), "--heads", "baseline", "--out", str(out),
+                 "--resume", *overrides(f"data.root={tiny_root}")]) == 0
+    assert (out / "baseline" / "final.pt").stat().st_mtime_ns == before
+
+
+def make_tiny_ilidsvid(root: Path, num_persons: int = 8) -> Path:
+    """iLIDS-VID's layout with a few frames per person and camera (a colour per person, so it is learnable)."""
+    rng = np.random.default_rng(0)
+    for person in range(1, num_persons + 1):
+        colour = rng.integers(0, 255, size=3)
+        for camera in ("cam1", "cam2"):
+            folder = root / "i-LIDS-VID" / "sequences" / camera / f"person{person:03d}"
+            folder.mkdir(parents=True)
+            for frame in range(4):
+                image = np.clip(colour + rng.normal(0, 20, size=(64, 32, 3)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{camera}_person{person:03d}_{frame:05d}.png"), image)
+    return root
+
+
+def test_all_splits_trains_each_split_and_averages(tmp_path):
+    from training.config import load_config
+    from training.engine import train_all_splits
+
+    root = make_tiny_ilidsvid(tmp_path / "ilids")
+    config = load_config(CONFIGS / "ilidsvid.yaml", [*TINY, f"data.root={root}", "model.backbone=resnet18",
+                                                      "model.pretrained=null", "sampler.num_identities=2"])
+    summary = train_all_splits(config, tmp_path / "runs", split_ids=[0, 1])
+    assert [entry["split_id"] for entry in summary["splits"]] == [0, 1]
+    assert (tmp_path / "runs" / "split00" / "final.pt").is_file()
+    assert (tmp_path / "runs" / "split01" / "final.pt").is_file()
+    per_split = [entry["metrics"]["rank1"] for entry in summary["splits"]]
+    assert summary["mean_metrics"]["rank1"] == pytest.approx(np.mean(per_split))
+    mean_cmc = np.mean([entry["cmc"] for entry in summary["splits"]], axis=0)
+    np.testing.assert_allclose(summary["mean_cmc"], mean_cmc)
+    saved = json.loads((tmp_path / "runs" / "all_splits.json").read_text())
+    assert saved["mean_metrics"] == pytest.approx(summary["mean_metrics"])
+
+
+def test_forwarded_commands_reach_their_own_parsers(capsys):
+    for command, expected in (("export", "--checkpoint"), ("complexity", "usage"), ("synthetic", "--identities")):
+        with pytest.raises(SystemExit) as stopped:
+            main([command, "--help"])
+        assert stopped.value.code == 0
+        assert expected in capsys.readouterr().out
+
+
+def test_help_and_readable_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("train", "evaluate", "export", "complexity", "ablation", "synthetic"):
+        assert command in text
+
+    assert main(["train", "--set", "optim.learning_rate=1"]) == 2
+    assert "unknown config key(s) optim.learning_rate" in capsys.readouterr().err
+    assert main(["train", "--set", "data.root=" + str(tmp_path / "nowhere"), "--output", str(tmp_path / "r")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["ablation", "--config", str(CONFIGS / "synthetic.yaml"), "--heads", "mg-rafa:x"]) == 2
