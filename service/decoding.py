@@ -232,10 +232,11 @@ def _zip_members(data: bytes, limits: DecodeLimits) -> list[NamedMedia]:
         budget = limits.max_archive_bytes
         for entry in entries:
             path = safe_entry_path(entry.filename)
-            mode = entry.external_attr >> 16
-            if stat.S_ISLNK(mode):
+            # Unix zips keep st_mode in the high half of external_attr; many writers set permissions only.
+            file_type = stat.S_IFMT(entry.external_attr >> 16)
+            if file_type == stat.S_IFLNK:
                 raise UnsafeArchiveError(f"Archive entry '{entry.filename}' is a symbolic link.")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            if file_type and file_type not in (stat.S_IFREG, stat.S_IFDIR):
                 raise UnsafeArchiveError(f"Archive entry '{entry.filename}' is not a regular file.")
             if entry.is_dir() or _is_ignored_entry(path):
                 continue

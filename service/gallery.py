@@ -18,7 +18,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -358,6 +358,46 @@ class GalleryStore:
             if self._gpu_index is not None and not self._gpu_stale:
                 self._gpu_index.add_with_ids(vector.reshape(1, -1), row_ids)
         return record
+
+    def add_many(
+        self,
+        embeddings: np.ndarray,
+        tracklet_ids: Sequence[str],
+        person_ids: Sequence[str | None] | None = None,
+        camera_ids: Sequence[str | None] | None = None,
+    ) -> int:
+        """Bulk enroll of new ids in one transaction (imports, benchmarks); all or nothing.
+
+        Raises ConflictError, storing nothing, if any id is already enrolled or repeated.
+        """
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(len(tracklet_ids), self.dim)
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("embeddings have non-finite values")
+        person_ids = list(person_ids) if person_ids is not None else [None] * len(tracklet_ids)
+        camera_ids = list(camera_ids) if camera_ids is not None else [None] * len(tracklet_ids)
+        created_at = _now_iso()
+        with self._lock:
+            try:
+                with self._transaction() as db:
+                    (first_row_id,) = db.execute("SELECT COALESCE(MAX(row_id), 0) + 1 FROM tracklets").fetchone()
+                    row_ids = np.arange(first_row_id, first_row_id + len(tracklet_ids), dtype=np.int64)
+                    db.executemany(
+                        "INSERT INTO tracklets(row_id, id, person_id, camera_id, metadata, frames_decoded, "
+                        "frames_used, model_version, created_at, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            (int(row_id), identifier, person, camera, "{}", 0, 0, self.model_version, created_at,
+                             vector.tobytes())
+                            for row_id, identifier, person, camera, vector in zip(
+                                row_ids, tracklet_ids, person_ids, camera_ids, vectors, strict=True
+                            )
+                        ),
+                    )
+            except sqlite3.IntegrityError:
+                raise ConflictError("Some of the tracklet ids are already enrolled or repeated.") from None
+            self._cpu_index.add_with_ids(vectors, row_ids)
+            if self._gpu_index is not None and not self._gpu_stale:
+                self._gpu_index.add_with_ids(vectors, row_ids)
+        return len(tracklet_ids)
 
     def _remove_from_index(self, row_id: int) -> None:
         self._cpu_index.remove_ids(np.array([row_id], dtype=np.int64))

@@ -188,3 +188,22 @@ def test_unusable_directory_is_a_startup_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(StartupError, match="unusable"):
         GalleryStore(blocker / "gallery", DIM, VERSION)
+
+
+def test_bulk_add_is_all_or_nothing_and_searchable(tmp_path):
+    rng = np.random.default_rng(9)
+    store = GalleryStore(tmp_path, DIM, VERSION)
+    store.add(rng.normal(size=DIM).astype(np.float32), "single")
+    vectors = rng.normal(size=(40, DIM)).astype(np.float32)
+    ids = [f"bulk{index}" for index in range(40)]
+    assert store.add_many(vectors, ids, camera_ids=["c"] * 40) == 40
+    assert len(store) == 41 and store.get("bulk7").camera_id == "c"
+    hits = store.search(vectors[7], 1)
+    assert hits[0].record.id == "bulk7" and hits[0].distance == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConflictError):
+        store.add_many(vectors[:2], ["new-one", "bulk3"])
+    assert len(store) == 41 and store.get("new-one") is None
+    store.close()
+    reopened = GalleryStore(tmp_path, DIM, VERSION)
+    assert len(reopened) == 41 and reopened.search(vectors[39], 1)[0].record.id == "bulk39"
+    reopened.close()
