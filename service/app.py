@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     without it the lifespan loads one from ``settings``."""
     settings = settings or get_settings()
     metrics = state.metrics if state is not None else ServiceMetrics()
+    if not logging.getLogger().handlers:
+        # `uvicorn --factory service.app:create_app` configures only uvicorn's own loggers.
+        configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

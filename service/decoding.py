@@ -80,6 +80,11 @@ class DecodedTracklet:
         return len(set(self.frame_indices))
 
 
+def _shorten(name: str, limit: int = 80) -> str:
+    """A client-supplied name, cut for error messages."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
 def to_model_frame(image_bgr: np.ndarray, height: int, width: int) -> np.ndarray:
     """One decoded OpenCV image (BGR) -> RGB uint8 (height, width, 3), exactly as training prepares frames."""
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
@@ -393,7 +398,7 @@ class TrackletDecoder:
         wanted = set(indices.tolist())
         kept: dict[int, np.ndarray] = {}
         for position, image in enumerate(images):
-            label = f"Frame {position + 1} ('{image.name}')"
+            label = f"Frame {position + 1} ('{_shorten(image.name)}')"
             header_size = image_header_size(image.data)
             if header_size is not None:
                 self._check_dimensions(*header_size, label)
