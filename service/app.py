@@ -18,11 +18,17 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
+from service.auth import KeyChecker
 from service.config import Settings, get_settings
 from service.errors import StartupError
 from service.handlers import install_error_handlers
 from service.metrics import ServiceMetrics
-from service.middleware import RequestContextMiddleware, UploadLimitMiddleware
+from service.middleware import (
+    AdmissionMiddleware,
+    ApiKeyMiddleware,
+    RequestBodyGuardMiddleware,
+    RequestContextMiddleware,
+)
 from service.routes import health, model, query, tracklets
 from service.state import ServiceState, load_state
 
@@ -33,8 +39,21 @@ Video person re-identification on MG-RAFA. Enroll tracklets (a video, image fram
 into a persistent gallery and rank the gallery for a query tracklet by squared l2 distance between
 embeddings of the exported ONNX model.
 
-When REID_API_KEY is set, every endpoint except /healthz needs `Authorization: Bearer <key>` or `X-API-Key`.
-Errors always have the shape `{"error": {"code", "message", "request_id"}}`.
+When REID_API_KEY is set, every endpoint except /healthz needs `Authorization: Bearer <key>` or `X-API-Key`
+(401 otherwise; the docs too unless REID_DOCS_PUBLIC is set).
+Errors always have the shape `{"error": {"code", "message", "request_id"}}`; the request id is also in the
+X-Request-ID header and in the server's log line for that request.
+
+Limits (settings, see /model for the model's own): request body REID_MAX_UPLOAD_BYTES (64 MiB; 413), sent
+within REID_BODY_TIMEOUT_S (60 s; 408); REID_MAX_FRAMES frames (2000; 413), each at most
+REID_MAX_FRAME_DIMENSION pixels a side (4096; 413, read from the header before decoding); archives of at most
+REID_MAX_ARCHIVE_ENTRIES entries (2000) and REID_MAX_ARCHIVE_BYTES uncompressed (128 MiB), no links, devices
+or paths outside the archive (413/422); person_id and camera_id at most 256 characters without control
+characters, tracklet_id at most 128 of `A-Za-z0-9._:@-`, metadata a JSON object of at most
+REID_MAX_METADATA_BYTES (16 KiB; 422). Text fields that are not valid UTF-8 are read as Latin-1 (one
+character per byte). Backpressure: more than REID_MAX_CONCURRENT_UPLOADS enrolls/queries in progress (32), or
+a full embedding queue, is 503 with Retry-After. A full disk is 507 and a read-only or failing one 503, with
+nothing stored; queries keep working.
 """
 
 
@@ -82,9 +101,25 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.key_checker = KeyChecker(settings.api_keys)
     install_error_handlers(app)
-    # Added last = outermost: the request context wraps the upload limit, so a 413 carries a request id.
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+
+    def embed_queue_is_full() -> bool:
+        service_state = app.state.service
+        return service_state is not None and service_state.batcher.queue_is_full
+
+    public_paths = {"/healthz"}
+    if settings.docs_public:
+        public_paths |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    # Added last = outermost. The request context wraps everything, so every refusal carries a request id
+    # and is logged; keys are checked, then admission, then the body limits, all before the body is read.
+    app.add_middleware(
+        RequestBodyGuardMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(
+        AdmissionMiddleware, max_concurrent=settings.max_concurrent_uploads, embed_queue_is_full=embed_queue_is_full
+    )
+    app.add_middleware(ApiKeyMiddleware, checker=app.state.key_checker, public_paths=frozenset(public_paths))
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in (health.router, tracklets.router, query.router, model.router):
         app.include_router(router)

@@ -33,7 +33,23 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address of `python -m service`.")
     port: int = Field(8000, ge=0, le=65535, description="Port of `python -m service`.")
 
-    max_upload_bytes: int = Field(64 * MiB, ge=1, description="Largest request body, counted while streaming.")
+    max_upload_bytes: int = Field(
+        64 * MiB, ge=1, description="Largest request body, counted while streaming; beyond it: 413."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0,
+        description="Seconds a client has to send a whole request body, from its first byte; a slower upload "
+        "(e.g. one byte per second) is cut off with 408 and the connection closed.",
+    )
+    max_concurrent_uploads: int = Field(
+        32, ge=1,
+        description="Most enroll/query requests in progress at once (receiving, decoding, embedding); beyond it, "
+        "or while the embedding queue is full, 503 with Retry-After before the body is read. Bounds memory to "
+        "about this many times REID_MAX_UPLOAD_BYTES.",
+    )
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=2, description="Largest `metadata` field (a JSON object), in bytes of UTF-8; beyond it: 422."
+    )
     max_frames: int = Field(2000, ge=1, description="Most frames one tracklet may hold (decoded frames).")
     max_frame_dimension: int = Field(4096, ge=1, description="Largest frame width or height, in pixels.")
     max_archive_entries: int = Field(2000, ge=1, description="Most entries in an uploaded .zip/.tar.")
@@ -48,6 +64,16 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="Tracklets waiting for the embedder; beyond it: 503.")
 
     docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+    docs_public: bool = Field(
+        False,
+        description="Serve the docs without an API key (they hold no gallery data). By default, with REID_API_KEY "
+        "set, they need a key like every route but /healthz.",
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0,
+        description="On SIGTERM, how long requests in progress may take to finish before they are cancelled; "
+        "then the gallery is flushed and the process exits 0.",
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = its default.")
 

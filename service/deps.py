@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from service.auth import KeyChecker, api_key_from_headers
 from service.config import Settings
 from service.errors import NotReadyError, UnauthorizedError
 from service.gallery import GalleryStore
@@ -37,21 +37,23 @@ def get_gallery(state: Annotated[ServiceState, Depends(get_state)]) -> GallerySt
 
 
 def require_api_key(
-    settings: Annotated[Settings, Depends(get_app_settings)],
+    request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     header_key: Annotated[str | None, Depends(api_key_header_scheme)],
 ) -> None:
-    """Passes when authentication is off or the request carries one of the accepted keys."""
-    accepted = settings.api_keys
-    if not accepted:
+    """Passes when authentication is off or the request carries one of the accepted keys.
+
+    `service.middleware.ApiKeyMiddleware` already refused such requests before their body was read; this
+    dependency declares the schemes in the OpenAPI schema and checks again, so a route is never open by
+    a middleware ordering mistake. ``bearer`` and ``header_key`` are only there for the schema.
+    """
+    checker: KeyChecker = request.app.state.key_checker
+    if not checker.enabled:
         return
-    supplied = bearer.credentials if bearer is not None else header_key
-    if not supplied:
+    supplied = api_key_from_headers(request.scope.get("headers", []))
+    if supplied is None:
         raise UnauthorizedError("This endpoint needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key'.")
-    supplied_bytes = supplied.encode()
-    # Compare against every key in constant time so neither the key nor its position leaks through timing.
-    matches = [hmac.compare_digest(supplied_bytes, key.encode()) for key in accepted]
-    if not any(matches):
+    if not checker.accepts(supplied):
         raise UnauthorizedError("The API key is not valid.")
 
 

@@ -224,6 +224,10 @@ class MicroBatcher:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def queue_is_full(self) -> bool:
+        return self._queue.full()
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="embed-batcher", daemon=True)

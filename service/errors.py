@@ -79,6 +79,30 @@ class ServiceBusyError(ServiceError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class StorageFullError(ServiceError):
+    """The gallery's disk is full: nothing was stored; the client may retry once space is freed."""
+
+    status_code = 507
+    code = "storage_full"
+
+
+class StorageUnavailableError(ServiceError):
+    """The gallery cannot be written or read right now (read-only or failing disk, database busy)."""
+
+    status_code = 503
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class RequestTimeoutError(ServiceError):
+    """The request body did not arrive within the configured deadline."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class NotReadyError(ServiceError):
     """The model or gallery is not loaded yet."""
 

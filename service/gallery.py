@@ -2,10 +2,21 @@
 
 Durability: SQLite in WAL mode with ``synchronous=FULL``, so a commit is on disk (fsync of the WAL) before
 the service acknowledges it; that survives a killed process and also a power cut, at the price of one
-fsync per enroll, which is small next to the embedding itself. The FAISS index (IndexIDMap2 over
-IndexFlatL2, keyed by the SQLite rowid) is never written to disk: it is rebuilt from SQLite at start-up,
-so it cannot disagree with what was acknowledged. Every change commits to SQLite first, then updates the
-index, under one lock that searches also take, so a search never sees a half-written record.
+fsync per enroll, which is small next to the embedding itself. Every change commits to SQLite first, then
+updates the FAISS index (IndexIDMap2 over IndexFlatL2, keyed by the SQLite rowid), under one lock that
+searches also take, so a search never sees a half-written record.
+
+The FAISS index is derived state. Every write transaction also bumps a ``generation`` counter in SQLite.
+A clean close writes an index snapshot named after the generation (``index-<generation>.faiss``:
+temporary file, fsync, rename, fsync of the directory), so a crash while writing it leaves either the
+previous state or the complete new file, never a torn one. At start-up the snapshot is used only when its
+name is the current generation and its ids are exactly SQLite's row ids; anything else (no snapshot, a
+crash after later writes, a leftover temporary file) rebuilds the index from SQLite. So the index can
+never disagree with what was acknowledged; the snapshot only makes a clean restart of a large gallery
+faster.
+
+Disk trouble (full, read-only, I/O errors) never leaves half a record: the transaction is rolled back,
+the index is untouched, and the caller gets `StorageFullError` (507) or `StorageUnavailableError` (503).
 
 Embeddings from another model are never mixed with the loaded model's: opening a gallery that holds
 records of a different model_version fails with a message naming the counts (see `GalleryStore`).
@@ -16,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -27,7 +39,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service.errors import ConflictError, StartupError
+from service.errors import ConflictError, StartupError, StorageFullError, StorageUnavailableError
 
 try:
     import fcntl
@@ -39,6 +51,9 @@ log = logging.getLogger(__name__)
 DATABASE_NAME = "gallery.sqlite3"
 LOCK_NAME = "gallery.lock"
 SCHEMA_VERSION = 1
+SNAPSHOT_PREFIX = "index-"
+SNAPSHOT_SUFFIX = ".faiss"
+_SQLITE_FULL = 13
 _REBUILD_CHUNK = 8192
 _FETCH_CHUNK = 512
 
@@ -58,6 +73,7 @@ CREATE TABLE IF NOT EXISTS tracklets (
 );
 CREATE INDEX IF NOT EXISTS tracklets_person ON tracklets(person_id);
 CREATE INDEX IF NOT EXISTS tracklets_camera ON tracklets(camera_id);
+INSERT OR IGNORE INTO gallery_meta(key, value) VALUES ('generation', '0');
 """
 
 _RECORD_COLUMNS = "id, person_id, camera_id, metadata, frames_decoded, frames_used, model_version, created_at"
@@ -96,6 +112,39 @@ def _record_from_row(row: sqlite3.Row | tuple) -> TrackletRecord:
     return TrackletRecord(identifier, person_id, camera_id, json.loads(metadata), decoded, used, version, created)
 
 
+def storage_error(error: sqlite3.Error, action: str) -> StorageFullError | StorageUnavailableError:
+    """The client-facing error for an SQLite failure caused by the disk (full, read-only, I/O)."""
+    # Extended result codes keep the primary code in their low byte (SQLITE_IOERR_WRITE = 10 | 3 << 8).
+    primary = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+    if primary == _SQLITE_FULL:
+        return StorageFullError(
+            f"The gallery's disk is full, so the {action} was not stored (nothing was half-written). "
+            "Searches still work; free space in the data directory and retry."
+        )
+    return StorageUnavailableError(
+        f"The gallery cannot be written right now ({error}), so the {action} was not stored (nothing was "
+        "half-written). Searches may still work; retry later."
+    )
+
+
+def _is_storage_failure(error: sqlite3.Error) -> bool:
+    # Integrity and programming errors are the caller's or the code's, not the disk's.
+    return not isinstance(error, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes a rename inside ``directory`` durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def snapshot_name(generation: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{generation}{SNAPSHOT_SUFFIX}"
+
+
 def faiss_gpu_count() -> int:
     """GPUs faiss can use (0 for faiss-cpu builds)."""
     get_num_gpus = getattr(faiss, "get_num_gpus", None)
@@ -126,6 +175,9 @@ class GalleryStore:
         self.model_version = model_version
         self._lock = threading.RLock()
         self._lock_file = None
+        self._closed = False
+        self._cpu_index: Any = None
+        self.loaded_from_snapshot = False
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._acquire_directory_lock()
@@ -144,17 +196,26 @@ class GalleryStore:
         try:
             self._check_model_version()
         except StartupError:
-            self.close()
+            self.close(snapshot=False)
             raise
-        self._cpu_index = faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
         self._gpu_resources = None
         self._gpu_index = None
         self._gpu_stale = False
         self.index_device = "cpu"
-        self._rebuild_index()
+        try:
+            self.loaded_from_snapshot = self._load_snapshot()
+            if not self.loaded_from_snapshot:
+                self._cpu_index = faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
+                self._rebuild_index()
+        except BaseException:
+            self.close(snapshot=False)
+            raise
         if use_gpu:
             self._enable_gpu()
-        log.info("gallery %s open: %d tracklets, index on %s", self.data_dir, len(self), self.index_device)
+        log.info(
+            "gallery %s open: %d tracklets, index %s, on %s", self.data_dir, len(self),
+            "loaded from its snapshot" if self.loaded_from_snapshot else "rebuilt from SQLite", self.index_device,
+        )
 
     # -- start-up ------------------------------------------------------------------------------------------
     def _acquire_directory_lock(self) -> None:
@@ -186,6 +247,74 @@ class GalleryStore:
                 "together: point REID_DATA_DIR at a new directory and enroll again, or serve the model they came from"
             )
 
+    def generation(self) -> int:
+        """The write counter: bumped by every committed change, names the index snapshot."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM gallery_meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _snapshot_paths(self) -> list[Path]:
+        return sorted(self.data_dir.glob(f"{SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX}*"))
+
+    def _load_snapshot(self) -> bool:
+        """Loads the index snapshot of the current generation if it is exactly SQLite's rows; else False."""
+        current = self.data_dir / snapshot_name(self.generation())
+        for stale in self._snapshot_paths():
+            if stale != current:
+                # Older generations and temporary files of an interrupted snapshot: never trusted.
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        if not current.is_file():
+            return False
+        try:
+            index = faiss.read_index(str(current))
+        except RuntimeError as error:
+            log.warning("index snapshot %s is unreadable (%s); rebuilding from SQLite", current.name, error)
+            return False
+        row_ids = np.array([row for (row,) in self._db.execute("SELECT row_id FROM tracklets ORDER BY row_id")],
+                           dtype=np.int64)
+        if (
+            not isinstance(index, faiss.IndexIDMap2)
+            or index.d != self.dim
+            or index.ntotal != len(row_ids)
+            or not np.array_equal(np.sort(faiss.vector_to_array(index.id_map)), row_ids)
+        ):
+            log.warning("index snapshot %s does not match the database; rebuilding from SQLite", current.name)
+            return False
+        self._cpu_index = index
+        return True
+
+    def write_snapshot(self) -> Path | None:
+        """Writes the index snapshot of the current generation atomically; None if it could not be written.
+
+        A failure (disk full, read-only directory) is logged and leaves the previous files as they were:
+        the next start-up then rebuilds from SQLite, which is always correct.
+        """
+        with self._lock:
+            if self._closed or self._cpu_index is None:
+                return None
+            final = self.data_dir / snapshot_name(self.generation())
+            if final.is_file():
+                return final
+            temporary = final.with_name(final.name + ".tmp")
+            try:
+                faiss.write_index(self._cpu_index, str(temporary))
+                with open(temporary, "rb") as written:
+                    os.fsync(written.fileno())
+                os.replace(temporary, final)
+                _fsync_directory(self.data_dir)
+            except (OSError, RuntimeError) as error:
+                log.warning("could not write the index snapshot (%s); the next start rebuilds from SQLite",
+                            str(error).splitlines()[0] if str(error) else type(error).__name__)
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                return None
+            for stale in self._snapshot_paths():
+                if stale != final:
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+            return final
+
     def _rebuild_index(self) -> None:
         cursor = self._db.execute("SELECT row_id, embedding FROM tracklets ORDER BY row_id")
         while rows := cursor.fetchmany(_REBUILD_CHUNK):
@@ -210,14 +339,26 @@ class GalleryStore:
     def __len__(self) -> int:
         return int(self._cpu_index.ntotal)
 
-    def get(self, tracklet_id: str) -> TrackletRecord | None:
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            row = self._db.execute(f"SELECT {_RECORD_COLUMNS} FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+            try:
+                yield self._db
+            except sqlite3.Error as error:
+                if not _is_storage_failure(error):
+                    raise
+                raise StorageUnavailableError(
+                    f"The gallery cannot be read right now ({error}); retry later."
+                ) from None
+
+    def get(self, tracklet_id: str) -> TrackletRecord | None:
+        with self._reading() as db:
+            row = db.execute(f"SELECT {_RECORD_COLUMNS} FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
         return _record_from_row(row) if row else None
 
     def get_embedding(self, tracklet_id: str) -> np.ndarray | None:
-        with self._lock:
-            row = self._db.execute("SELECT embedding FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT embedding FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
     def list(
@@ -232,9 +373,9 @@ class GalleryStore:
             conditions.append("camera_id = ?")
             parameters.append(camera_id)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        with self._lock:
-            (total,) = self._db.execute(f"SELECT COUNT(*) FROM tracklets {where}", parameters).fetchone()
-            rows = self._db.execute(
+        with self._reading() as db:
+            (total,) = db.execute(f"SELECT COUNT(*) FROM tracklets {where}", parameters).fetchone()
+            rows = db.execute(
                 f"SELECT {_RECORD_COLUMNS} FROM tracklets {where} ORDER BY row_id LIMIT ? OFFSET ?",
                 [*parameters, limit, offset],
             ).fetchall()
@@ -248,7 +389,7 @@ class GalleryStore:
         whenever the gallery has them.
         """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
-        with self._lock:
+        with self._reading():
             total = len(self)
             if total == 0 or top_k < 1:
                 return []
@@ -295,14 +436,29 @@ class GalleryStore:
 
     # -- writes --------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction that also bumps the generation; all or nothing.
+
+        Disk failures become StorageFullError / StorageUnavailableError naming ``action``; the transaction
+        is rolled back first (a failed COMMIT can leave it open), so nothing is half-written.
+        """
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute(
+                    "UPDATE gallery_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            if not _is_storage_failure(error):
+                raise
+            raise storage_error(error, action) from None
 
     def add(
         self,
@@ -333,7 +489,7 @@ class GalleryStore:
             created_at=_now_iso(),
         )
         with self._lock:
-            with self._transaction() as db:
+            with self._transaction("tracklet") as db:
                 existing = db.execute("SELECT row_id FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
                 if existing is not None and not replace:
                     raise ConflictError(
@@ -378,7 +534,7 @@ class GalleryStore:
         created_at = _now_iso()
         with self._lock:
             try:
-                with self._transaction() as db:
+                with self._transaction("tracklets") as db:
                     (first_row_id,) = db.execute("SELECT COALESCE(MAX(row_id), 0) + 1 FROM tracklets").fetchone()
                     row_ids = np.arange(first_row_id, first_row_id + len(tracklet_ids), dtype=np.int64)
                     db.executemany(
@@ -407,7 +563,7 @@ class GalleryStore:
     def delete(self, tracklet_id: str) -> bool:
         """Removes a record; it is gone from search when this returns. False if there was none."""
         with self._lock:
-            with self._transaction() as db:
+            with self._transaction("deletion") as db:
                 existing = db.execute("SELECT row_id FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
                 if existing is None:
                     return False
@@ -415,8 +571,25 @@ class GalleryStore:
             self._remove_from_index(existing[0])
         return True
 
-    def close(self) -> None:
+    def close(self, snapshot: bool = True) -> None:
+        """Flushes and closes: the index snapshot (when ``snapshot``), a WAL checkpoint, the database, the lock.
+
+        Safe to call twice; a snapshot or checkpoint that fails (disk full, read-only) is only logged,
+        since SQLite already holds every committed change.
+        """
         with self._lock:
-            with contextlib.suppress(sqlite3.Error, AttributeError):
-                self._db.close()
+            if self._closed:
+                return
+            if snapshot:
+                self.write_snapshot()
+            self._closed = True
+            database = getattr(self, "_db", None)
+            if database is not None:
+                try:
+                    # Folds the WAL into the database file so the next open replays nothing.
+                    database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as error:
+                    log.warning("WAL checkpoint at close failed (%s); SQLite replays the WAL at next open", error)
+                with contextlib.suppress(sqlite3.Error):
+                    database.close()
             self._release_directory_lock()

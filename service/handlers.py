@@ -56,6 +56,14 @@ async def http_error_handler(request: Request, error: Exception) -> JSONResponse
         message = f"No endpoint at {request.method} {request.url.path}."
     elif status == 405:
         message = f"{request.method} is not allowed on {request.url.path}."
+    elif status == 400 and str(error.detail).startswith("Too many files"):
+        # The multipart parser stops at REID_MAX_FRAMES (+ the other file fields) files: a frame-count limit.
+        settings = request.app.state.settings
+        return JSONResponse(
+            error_body("too_many_frames", f"The upload has more files than the limit of {settings.max_frames} "
+                       "frames per tracklet.", _request_id(request)),
+            status_code=413,
+        )
     elif status == 400 and "parsing the body" in str(error.detail):
         message = (
             "The request body could not be parsed as multipart/form-data "

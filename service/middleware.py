@@ -1,16 +1,24 @@
-"""Pure ASGI middleware: request ids, one log line and metrics per request, and the upload size limit."""
+"""Pure ASGI middleware, outermost first: request context (ids, one log line per request, metrics),
+API keys, admission (backpressure) and the request-body guard (size limit and upload deadline).
+
+All of them answer before the route reads the body where they can, so a request without a key, one that
+arrives while the service is saturated, or one over the size limit never costs a multipart parse.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.auth import KeyChecker, api_key_from_headers
 from service.errors import error_body
 from service.metrics import ServiceMetrics
 
@@ -22,10 +30,21 @@ _METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
 # After a 413, up to this much of the rest of the body is read and dropped (never stored) so that clients
 # which send the whole body before reading the answer still get the 413 rather than a reset connection.
 _DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+# Error bodies are small JSON objects; only this much is kept to name the failure in the log line.
+_ERROR_BODY_CAPTURE_BYTES = 4096
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Routes that take media and feed the embedder: the ones admission control bounds.
+UPLOAD_ROUTES = frozenset({("POST", "/tracklets"), ("POST", "/query")})
 
 
 def request_id_of(scope: Scope) -> str | None:
     return scope.get("state", {}).get("request_id")
+
+
+def loggable(text: str, limit: int = 300) -> str:
+    """Client-controlled text made safe for a one-line log record: no control characters, bounded length."""
+    text = _CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 async def send_json_error(
@@ -54,10 +73,21 @@ def route_label(scope: Scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+def _describe_error_body(body: bytes) -> str:
+    """'code: message' of an error response body in the service's shape, else a short excerpt."""
+    try:
+        error = json.loads(body)["error"]
+        return f"{error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")
+
+
 class RequestContextMiddleware:
-    """Gives every request an id (a sane client X-Request-ID is kept), returns it in the X-Request-ID
-    header, logs one line per request, records request metrics, and turns an unhandled exception into a
-    500 in the error shape (the traceback goes to the log, never to the client)."""
+    """Gives every request an id (a sane client X-Request-ID is kept) and returns it in the X-Request-ID
+    header; records request metrics; turns an unhandled exception into a 500 in the error shape (the
+    traceback goes to the log, never to the client); and logs exactly one line per request with its id.
+    For a failure that line also names the error code and message (and carries the traceback of an
+    unhandled exception), at WARNING for 4xx and ERROR for 5xx."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
         self.app = app
@@ -73,19 +103,26 @@ class RequestContextMiddleware:
         started_at = time.perf_counter()
         status = 500
         response_started = False
+        error_body_bytes = bytearray()
+        capture_error_body = False
+        unhandled: BaseException | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, capture_error_body
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                capture_error_body = status >= 400
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            elif message["type"] == "http.response.body" and capture_error_body:
+                room = _ERROR_BODY_CAPTURE_BYTES - len(error_body_bytes)
+                error_body_bytes.extend(message.get("body", b"")[: max(room, 0)])
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error in %s %s (request %s)", scope["method"], scope["path"], request_id)
+        except Exception as error:
+            unhandled = error
             if response_started:
                 raise
             await send_json_error(
@@ -97,33 +134,110 @@ class RequestContextMiddleware:
             route = route_label(scope)
             self.metrics.requests.inc(method=scope["method"], route=route, status=str(status))
             self.metrics.request_seconds.observe(elapsed, method=scope["method"], route=route)
-            log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, elapsed * 1000, request_id)
+            line = f"{scope['method']} {loggable(scope['path'], 200)} {status} {elapsed * 1000:.1f}ms id={request_id}"
+            if unhandled is not None:
+                log.error("%s failed: unhandled %s", line, type(unhandled).__name__,
+                          exc_info=(type(unhandled), unhandled, unhandled.__traceback__))
+            elif status >= 400:
+                level = logging.ERROR if status >= 500 else logging.WARNING
+                log.log(level, "%s failed: %s", line, loggable(_describe_error_body(bytes(error_body_bytes))))
+            else:
+                log.info("%s", line)
 
 
-class UploadLimitMiddleware:
-    """Rejects request bodies over ``max_bytes`` with 413, counting while the body streams in.
+async def _drain(receive: Receive, already: int, limit: int) -> None:
+    """Reads and drops the rest of a request body, up to ``limit`` bytes in all."""
+    drained = already
+    while drained < limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
-    A declared Content-Length over the limit is refused before the app runs. Otherwise the body is
-    counted chunk by chunk; once past the limit, reading stops (the app's parser sees an error) and
-    whatever the app answers is replaced by the 413. Nothing over the limit is ever buffered.
+
+class ApiKeyMiddleware:
+    """Refuses every request without an accepted API key with 401, before its body is read.
+
+    Exempt: /healthz (liveness probes carry no secrets), and the docs when ``public_paths`` holds them.
+    The key is never logged and is compared in constant time against every accepted key (`KeyChecker`).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, checker: KeyChecker, public_paths: frozenset[str]):
+        self.app = app
+        self.checker = checker
+        self.public_paths = public_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.checker.enabled or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        supplied = api_key_from_headers(scope.get("headers", []))
+        if supplied is None:
+            message = "This endpoint needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key'."
+        elif not self.checker.accepts(supplied):
+            message = "The API key is not valid."
+        else:
+            await self.app(scope, receive, send)
+            return
+        await send_json_error(send, scope, 401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+class AdmissionMiddleware:
+    """Backpressure: at most ``max_concurrent`` enroll/query requests in progress at once, and none
+    admitted while the embedding queue is full. Others get 503 with Retry-After at once, before their
+    body is read, instead of piling up uploads in memory behind the embedder."""
+
+    def __init__(self, app: ASGIApp, max_concurrent: int, embed_queue_is_full: Callable[[], bool],
+                 retry_after_s: int = 1):
+        self.app = app
+        self.max_concurrent = max_concurrent
+        self.embed_queue_is_full = embed_queue_is_full
+        self.retry_after_s = retry_after_s
+        self.in_progress = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"].rstrip("/") or "/") not in UPLOAD_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        if self.in_progress >= self.max_concurrent:
+            reason = f"The service is handling its limit of {self.max_concurrent} uploads at once; retry shortly."
+        elif self.embed_queue_is_full():
+            reason = "The embedding queue is full; retry shortly."
+        else:
+            # One event loop thread: the check above and this increment cannot interleave with another request.
+            self.in_progress += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.in_progress -= 1
+            return
+        await send_json_error(send, scope, 503, "busy", reason, {"Retry-After": str(self.retry_after_s)})
+
+
+class RequestBodyGuardMiddleware:
+    """Bounds every request body in size (413) and in time (408).
+
+    Size: a declared Content-Length over ``max_bytes`` is refused before the app runs; otherwise the body
+    is counted chunk by chunk and, once past the limit, reading stops (the app's parser sees an error) and
+    whatever the app answers is replaced by the 413. Nothing over the limit is ever buffered.
+
+    Time: the whole body must arrive within ``timeout_s`` of the request's start. A client that trickles
+    (one byte per second, or stalls) gets 408 and ``Connection: close``, so the server drops the
+    connection instead of holding a worker and a buffer for it.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
-    def _message(self) -> str:
+    def _too_large_message(self) -> str:
         return f"The upload is larger than the limit of {self.max_bytes} bytes."
 
-    async def _drain(self, receive: Receive, already: int) -> None:
-        drained = already
-        while drained < _DRAIN_LIMIT_BYTES:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            drained += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
+    def _timeout_message(self) -> str:
+        return f"The request body did not arrive within {self.timeout_s:g} seconds; the connection is closed."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
@@ -131,48 +245,62 @@ class UploadLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_json_error(send, scope, 413, "upload_too_large", self._message())
-            await self._drain(receive, 0)
+            await send_json_error(send, scope, 413, "upload_too_large", self._too_large_message())
+            await _drain(receive, 0, _DRAIN_LIMIT_BYTES)
             return
 
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         received = 0
-        exceeded = False
+        rejected: str | None = None  # "size" or "time" once the body is refused
         body_complete = False
         replacement_sent = False
 
-        async def counting_receive() -> Message:
-            nonlocal received, exceeded, body_complete
-            if exceeded:
-                raise _UploadTooLarge
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, rejected, body_complete
+            if rejected is not None:
+                raise _BodyRefused
+            if body_complete:
+                return await receive()  # after the body: waiting for a disconnect has no deadline
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                rejected = "time"
+                raise _BodyRefused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_complete = not message.get("more_body", False)
                 if received > self.max_bytes:
-                    exceeded = True
-                    raise _UploadTooLarge
+                    rejected = "size"
+                    raise _BodyRefused
             return message
 
-        async def guarded_send(message: Message) -> None:
+        async def send_replacement() -> None:
             nonlocal replacement_sent
-            if not exceeded:
+            replacement_sent = True
+            if rejected == "size":
+                await send_json_error(send, scope, 413, "upload_too_large", self._too_large_message())
+            else:
+                await send_json_error(send, scope, 408, "request_timeout", self._timeout_message(),
+                                      {"Connection": "close"})
+
+        async def guarded_send(message: Message) -> None:
+            if rejected is None:
                 await send(message)
             elif not replacement_sent:
-                replacement_sent = True
-                await send_json_error(send, scope, 413, "upload_too_large", self._message())
+                await send_replacement()
 
         try:
-            await self.app(scope, counting_receive, guarded_send)
+            await self.app(scope, guarded_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if rejected is None:
                 raise
-        if exceeded:
+        if rejected is not None:
             if not replacement_sent:
-                replacement_sent = True
-                await send_json_error(send, scope, 413, "upload_too_large", self._message())
-            if not body_complete:
-                await self._drain(receive, received)
+                await send_replacement()
+            if rejected == "size" and not body_complete:
+                await _drain(receive, received, _DRAIN_LIMIT_BYTES)
 
 
-class _UploadTooLarge(Exception):
-    """Raised inside the app's body reading once the limit is passed."""
+class _BodyRefused(Exception):
+    """Raised inside the app's body reading once the body is over the size limit or past its deadline."""

@@ -27,9 +27,11 @@ class ServiceState:
     metrics: ServiceMetrics
 
     def close(self) -> None:
-        """Stops the embedder after its queued work and closes the gallery."""
+        """Stops the embedder after its queued work, then flushes and closes the gallery."""
         self.batcher.stop()
+        size = len(self.gallery)
         self.gallery.close()
+        log.info("shut down: embedder stopped, gallery of %d flushed and closed", size)
 
 
 def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> ServiceState:

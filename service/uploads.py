@@ -4,6 +4,7 @@ and per-request stage timings (reported in the Server-Timing header and /metrics
 from __future__ import annotations
 
 import json
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,16 +67,51 @@ def decode_media(decoder: TrackletDecoder, media: MediaUpload) -> DecodedTrackle
     return decoder.decode_images(media.files)
 
 
-def parse_metadata(text: str | None) -> dict[str, Any]:
-    """The ``metadata`` field: a JSON object given as a string (absent: {})."""
+def _refuse_non_standard_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_metadata(text: str | None, max_bytes: int) -> dict[str, Any]:
+    """The ``metadata`` field: a JSON object given as a string (absent: {}), at most ``max_bytes`` of UTF-8.
+
+    Refused with InvalidRequestError (422): over the size, not JSON (NaN and Infinity are not), not an
+    object, nested too deep to parse, or holding text that cannot be sent back as UTF-8 (lone surrogates).
+    """
     if text is None:
         return {}
     try:
-        value = json.loads(text)
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequestError("metadata holds characters that are not valid Unicode text.") from None
+    if size > max_bytes:
+        raise InvalidRequestError(f"metadata is {size} bytes; at most {max_bytes} bytes are allowed.")
+    try:
+        value = json.loads(text, parse_constant=_refuse_non_standard_constant)
     except json.JSONDecodeError as error:
         raise InvalidRequestError(f"metadata is not valid JSON: {error.msg} at position {error.pos}.") from None
+    except ValueError as error:
+        raise InvalidRequestError(f"metadata is not valid JSON: {error}.") from None
+    except RecursionError:
+        raise InvalidRequestError("metadata is nested too deeply.") from None
     if not isinstance(value, dict):
         raise InvalidRequestError(f"metadata must be a JSON object, not {type(value).__name__}.")
+    try:
+        # Escaped lone surrogates ("\ud800") parse, but the response could not encode them as UTF-8.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError("metadata holds characters that are not valid Unicode text.") from None
+    except RecursionError:
+        raise InvalidRequestError("metadata is nested too deeply.") from None
+    return value
+
+
+_LABEL_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_label(field_name: str, value: str | None) -> str | None:
+    """A person_id / camera_id: printable text (no control characters, e.g. from binary sent as a label)."""
+    if value is not None and _LABEL_CONTROL_CHARACTERS.search(value):
+        raise InvalidRequestError(f"{field_name} must be printable text without control characters.")
     return value
 
 

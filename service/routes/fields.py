@@ -23,10 +23,14 @@ ArchiveField = Annotated[
          "(natural order: frame2 before frame10)."),
 ]
 PersonIdField = Annotated[
-    str | None, Form(max_length=LABEL_MAX_LENGTH, description="Identity label of the person, if known.")
+    str | None,
+    Form(max_length=LABEL_MAX_LENGTH, description="Identity label of the person, if known (at most 256 characters, "
+         "no control characters)."),
 ]
 MetadataField = Annotated[
-    str | None, Form(description='Any JSON object, as a string, e.g. {"site": "gate 3"}; returned with matches.')
+    str | None,
+    Form(description='Any JSON object, as a string, e.g. {"site": "gate 3"}; returned with matches. At most '
+         "REID_MAX_METADATA_BYTES bytes of UTF-8 (16384 by default); NaN and Infinity are not JSON."),
 ]
 ReplaceField = Annotated[
     bool, Form(description="Overwrite an enrolled tracklet with the same tracklet_id instead of answering 409.")

@@ -19,7 +19,7 @@ from service.routes.fields import (
     VideoField,
 )
 from service.schemas import ERROR_RESPONSES, ErrorOut, QueryOut
-from service.uploads import StageTimer, decode_media, read_media
+from service.uploads import StageTimer, check_label, decode_media, read_media
 
 router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
 
@@ -52,6 +52,7 @@ async def query_gallery(
 ) -> dict:
     started = time.perf_counter()
     timer = StageTimer(state.metrics)
+    check_label("camera_id", camera_id)
     media = await read_media(video, frames, archive)
     if media is not None and tracklet_id is not None:
         raise InvalidRequestError("Send either media (video, frames or archive) or tracklet_id as the query, not both.")

@@ -21,7 +21,7 @@ from service.routes.fields import (
     VideoField,
 )
 from service.schemas import ERROR_RESPONSES, ErrorOut, TrackletOut, TrackletPage
-from service.uploads import StageTimer, decode_media, parse_metadata, read_media
+from service.uploads import StageTimer, check_label, decode_media, parse_metadata, read_media
 
 router = APIRouter(prefix="/tracklets", tags=["tracklets"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
 
@@ -58,7 +58,9 @@ async def enroll_tracklet(
     replace: ReplaceField = False,
 ) -> dict:
     timer = StageTimer(state.metrics)
-    metadata_object = parse_metadata(metadata)
+    check_label("person_id", person_id)
+    check_label("camera_id", camera_id)
+    metadata_object = parse_metadata(metadata, state.settings.max_metadata_bytes)
     media = await read_media(video, frames, archive)
     if media is None:
         raise InvalidRequestError("Send the tracklet as exactly one of the fields video, frames or archive.")

@@ -37,7 +37,9 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_PORT": "9001", "REID_MAX_UPLOAD_BYTES": "1234", "REID_MAX_FRAMES": "77",
         "REID_MAX_FRAME_DIMENSION": "640", "REID_MAX_ARCHIVE_ENTRIES": "9", "REID_MAX_ARCHIVE_BYTES": "4321",
         "REID_MAX_BATCH": "3", "REID_MAX_WAIT_MS": "2.5", "REID_QUEUE_SIZE": "5", "REID_DOCS_ENABLED": "false",
-        "REID_LOG_LEVEL": "DEBUG", "REID_INTRA_OP_THREADS": "2",
+        "REID_LOG_LEVEL": "DEBUG", "REID_INTRA_OP_THREADS": "2", "REID_BODY_TIMEOUT_S": "7.5",
+        "REID_MAX_CONCURRENT_UPLOADS": "4", "REID_MAX_METADATA_BYTES": "100", "REID_DOCS_PUBLIC": "true",
+        "REID_SHUTDOWN_TIMEOUT_S": "3",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -48,6 +50,8 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert (settings.max_archive_entries, settings.max_archive_bytes) == (9, 4321)
     assert (settings.max_batch, settings.max_wait_ms, settings.queue_size) == (3, 2.5, 5)
     assert settings.docs_enabled is False and settings.log_level == "DEBUG" and settings.intra_op_threads == 2
+    assert (settings.body_timeout_s, settings.max_concurrent_uploads, settings.max_metadata_bytes) == (7.5, 4, 100)
+    assert settings.docs_public is True and settings.shutdown_timeout_s == 3
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 

@@ -1,0 +1,146 @@
+"""A real `python -m service` process on a free loopback port, for tests that signal, kill, restart or
+starve it. Builds on the service tests' environment helper; always reaped by the context manager."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from test_service_server import API_KEY, REPO_ROOT, free_port, server_environment
+
+__all__ = ["API_KEY", "LiveServer", "PrivateTmpfs", "live_server"]
+
+
+class LiveServer:
+    """One server process. ``prefix`` runs it under another command (e.g. ``unshare`` for a private mount)."""
+
+    def __init__(self, model: Path, data_dir: Path, log_path: Path, prefix: Sequence[str] = (), **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)]
+        with log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [*prefix, *argv], cwd=REPO_ROOT, env=server_environment(model, data_dir, **env),
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Waits until /healthz answers; raises with the log's tail if the process exits or hangs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server did not come up:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def client(self, key: str | None = API_KEY, **kwargs) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=kwargs.pop("timeout", 60.0), **kwargs)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM, then the exit status (SIGKILL and an AssertionError if it does not exit in time)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"server ignored SIGTERM for {timeout_s} s:\n{self.log()[-3000:]}") from None
+
+    def stop(self) -> None:
+        """Ends the process whatever its state (finalizers)."""
+        if self.process.poll() is None:
+            try:
+                self.terminate(30)
+            except AssertionError:
+                pass
+
+
+@contextmanager
+def live_server(model: Path, data_dir: Path, log_path: Path, prefix: Sequence[str] = (), ready: bool = True,
+                **env: str) -> Iterator[LiveServer]:
+    """A started (and, with ``ready``, answering) server that is stopped on exit, even after a failure."""
+    server = LiveServer(model, data_dir, log_path, prefix, **env)
+    try:
+        if ready:
+            server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+class PrivateTmpfs:
+    """A small tmpfs on ``mount_point`` that only processes started through `prefix` see: a real filesystem
+    that fills up, without touching the machine's mounts. A holder process keeps the mount namespace alive
+    across server restarts; closing it (or its death) removes the mount.
+
+    Raises OSError from `start` when this machine does not allow private mounts (no root, no user
+    namespaces).
+    """
+
+    def __init__(self, mount_point: Path, size: str):
+        self.mount_point = mount_point
+        self.size = size
+        self.holder: subprocess.Popen | None = None
+
+    def start(self) -> PrivateTmpfs:
+        self.mount_point.mkdir(parents=True, exist_ok=True)
+        user_namespace = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        script = 'mount -t tmpfs -o size="$1" reid-test-tmpfs "$0" && echo mounted && exec sleep 3600'
+        self.holder = subprocess.Popen(
+            ["unshare", *user_namespace, "--mount", "--propagation", "private", "sh", "-c", script,
+             str(self.mount_point), self.size],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.holder.stdout.readline().strip()
+        if line != "mounted":
+            error = self.holder.stderr.read() if self.holder.poll() is not None else "no answer"
+            self.close()
+            raise OSError(f"cannot mount a private tmpfs here: {error.strip()}")
+        return self
+
+    @property
+    def prefix(self) -> list[str]:
+        """Command prefix that runs a program inside the namespace (nsenter execs: the pid stays the same)."""
+        user_namespace = [] if os.geteuid() == 0 else ["--user", "--preserve-credentials"]
+        return ["nsenter", "--target", str(self.holder.pid), *user_namespace, "--mount", "--"]
+
+    def run(self, script: str) -> subprocess.CompletedProcess:
+        """Runs a shell script inside the namespace (fill the disk, free it, inspect it)."""
+        return subprocess.run([*self.prefix, "sh", "-c", script], capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    def close(self) -> None:
+        if self.holder is not None and self.holder.poll() is None:
+            self.holder.kill()
+            self.holder.wait(10)
+        if self.holder is not None:
+            for stream in (self.holder.stdout, self.holder.stderr):
+                stream.close()
