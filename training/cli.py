@@ -65,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a model from a YAML config",
-        description="Train a model. Checkpoints go to OUTPUT/last.pt every epoch and OUTPUT/final.pt at the end; "
-        "per-epoch metrics to OUTPUT/metrics.jsonl; the full config to OUTPUT/config.yaml.",
+        description="Train a model. Checkpoints go to OUTPUT/last.pt every epoch and OUTPUT/final.pt at the end,\n"
+        "per-epoch metrics to OUTPUT/metrics.jsonl, the full config to OUTPUT/config.yaml.",
+        epilog="examples:\n"
+        "  python -m training train --config training/configs/synthetic.yaml\n"
+        "  python -m training train --config training/configs/mars.yaml --data-root /data/MARS --set amp=true\n"
+        "  python -m training train --config training/configs/prid2011.yaml --data-root /data/prid_2011 --all-splits\n"
+        "  torchrun --nproc_per_node 4 -m training train --config training/configs/mars.yaml   (4 GPUs, P x Z each)\n"
+        "  python -m training train --config training/configs/mars.yaml --output runs/mars --resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument(
         "--config", type=Path, help="YAML config, e.g. training/configs/mars.yaml (default: the MARS paper setup)"

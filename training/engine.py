@@ -321,6 +321,7 @@ def extract_features(
             features[batch["index"]] = embed(batch["frames"])
             bar.update(len(batch["index"]))
     else:
+        # A tracklet gives several clips: load a few tracklets at a time, then forward by clip batches.
         loader = DataLoader(
             dataset,
             batch_size=max(1, batch_size // 4),
