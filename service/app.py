@@ -63,6 +63,8 @@ def configure_logging(level: str) -> None:
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     root.setLevel(level.upper())
+    # The multipart parser warns about every malformed body; the request's own log line already says so.
+    logging.getLogger("python_multipart").setLevel(max(logging.ERROR, root.level))
 
 
 def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
@@ -109,7 +111,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         return service_state is not None and service_state.batcher.queue_is_full
 
     public_paths = {"/healthz"}
-    if settings.docs_public:
+    if settings.docs_enabled and settings.docs_public:
         public_paths |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
     # Added last = outermost. The request context wraps everything, so every refusal carries a request id
     # and is logged; keys are checked, then admission, then the body limits, all before the body is read.

@@ -215,7 +215,39 @@ def _read_capped(stream: io.BufferedIOBase, remaining_budget: int, name: str, ma
     return data
 
 
+_ZIP_END_OF_CENTRAL_DIRECTORY = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_END_OF_CENTRAL_DIRECTORY = b"PK\x06\x06"
+
+
+def declared_zip_entry_count(data: bytes) -> int | None:
+    """Entries a .zip declares in its end-of-central-directory record (read without parsing the
+    directory, so a zip of 100,000 entries is refused at once); None when the record is not found."""
+    # The record is 22 bytes plus a comment of at most 65535 bytes, at the very end of the file.
+    position = data.rfind(_ZIP_END_OF_CENTRAL_DIRECTORY, max(0, len(data) - 22 - 65535))
+    if position < 0 or position + 22 > len(data):
+        return None
+    (total_entries,) = struct.unpack("<H", data[position + 10 : position + 12])
+    if total_entries != 0xFFFF:
+        return total_entries
+    # 0xFFFF: the count is in the zip64 record, found through the locator just before this record.
+    locator = position - 20
+    if locator < 0 or data[locator : locator + 4] != _ZIP64_LOCATOR:
+        return None
+    (record,) = struct.unpack("<Q", data[locator + 8 : locator + 16])
+    if record + 40 > len(data) or data[record : record + 4] != _ZIP64_END_OF_CENTRAL_DIRECTORY:
+        return None
+    (total_entries,) = struct.unpack("<Q", data[record + 32 : record + 40])
+    return total_entries
+
+
 def _zip_members(data: bytes, limits: DecodeLimits) -> list[NamedMedia]:
+    declared_entries = declared_zip_entry_count(data)
+    if declared_entries is not None and declared_entries > limits.max_archive_entries:
+        raise LimitExceededError(
+            f"The archive has {declared_entries} entries; at most {limits.max_archive_entries} are allowed.",
+            code="archive_too_many_entries",
+        )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:

@@ -106,6 +106,7 @@ class RequestContextMiddleware:
         error_body_bytes = bytearray()
         capture_error_body = False
         unhandled: BaseException | None = None
+        cancelled = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started, capture_error_body
@@ -129,13 +130,22 @@ class RequestContextMiddleware:
                 send_with_id, scope, 500, "internal_error",
                 "The server failed to handle this request; it has been logged under this request id.",
             )
+        except asyncio.CancelledError:
+            # uvicorn cancels requests still running when the graceful-shutdown timeout ends.
+            cancelled = True
+            raise
         finally:
             elapsed = time.perf_counter() - started_at
             route = route_label(scope)
-            self.metrics.requests.inc(method=scope["method"], route=route, status=str(status))
+            # A request cancelled before any answer has no status; "cancelled" keeps it apart from real 5xx.
+            status_label = "cancelled" if cancelled and not response_started else str(status)
+            self.metrics.requests.inc(method=scope["method"], route=route, status=status_label)
             self.metrics.request_seconds.observe(elapsed, method=scope["method"], route=route)
-            line = f"{scope['method']} {loggable(scope['path'], 200)} {status} {elapsed * 1000:.1f}ms id={request_id}"
-            if unhandled is not None:
+            line = (f"{scope['method']} {loggable(scope['path'], 200)} {status_label} {elapsed * 1000:.1f}ms "
+                    f"id={request_id}")
+            if cancelled and not response_started:
+                log.warning("%s failed: cancelled before an answer (shutdown timeout or server stopping)", line)
+            elif unhandled is not None:
                 log.error("%s failed: unhandled %s", line, type(unhandled).__name__,
                           exc_info=(type(unhandled), unhandled, unhandled.__traceback__))
             elif status >= 400:

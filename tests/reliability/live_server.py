@@ -39,6 +39,15 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def request_log_lines(self, request_id: str, wait_s: float = 5.0) -> list[str]:
+        """The log lines naming a request id; waits a little, since a line is written after the answer."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            lines = [line for line in self.log().splitlines() if f"id={request_id}" in line]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Waits until /healthz answers; raises with the log's tail if the process exits or hangs."""
         deadline = time.monotonic() + timeout_s

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from live_server import LiveServer, PrivateTmpfs, live_server
+from live_server import PrivateTmpfs, live_server
 from test_service_server import REPO_ROOT, frames_upload
 
 from service.app import create_app
@@ -31,10 +31,6 @@ def enroll(client, tracklet_id: str, seed: int):
 
 def enrolled_ids(client) -> set[str]:
     return {item["id"] for item in client.get("/tracklets", params={"limit": 1000}).json()["items"]}
-
-
-def failure_lines(server: LiveServer, request_id: str) -> list[str]:
-    return [line for line in server.log().splitlines() if f"id={request_id}" in line]
 
 
 @pytest.fixture
@@ -71,7 +67,7 @@ def test_disk_full_is_507_nothing_half_written_and_queries_keep_working(tiny_mod
         error = response.json()["error"]
         assert error["code"] == "storage_full" and "disk is full" in error["message"]
         assert error["request_id"] == response.headers["x-request-id"]
-        lines = failure_lines(server, error["request_id"])
+        lines = server.request_log_lines(error["request_id"])
         assert len(lines) == 1 and "507" in lines[0] and "storage_full" in lines[0], lines
 
         # Nothing half-written, and reads, searches and queries by media still work on the full disk.
