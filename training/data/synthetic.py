@@ -117,7 +117,7 @@ def random_appearance(rng: np.random.Generator) -> Appearance:
         bag=str(_pick(rng, BAGS)),
         bag_colour=_jitter_colour(rng, _pick(rng, CLOTHING_COLOURS), 18),
         height_scale=float(rng.uniform(0.84, 1.0)),
-        build=float(rng.uniform(0.8, 1.2)),
+        build=float(rng.uniform(0.95, 1.35)),
     )
 
 
@@ -135,13 +135,13 @@ def near_twin(rng: np.random.Generator, original: Appearance) -> Appearance:
 
 def random_camera(rng: np.random.Generator) -> Camera:
     """A random camera."""
-    cast = rng.uniform(0.85, 1.15, size=3)
+    cast = rng.uniform(0.9, 1.1, size=3)
     return Camera(
         background=str(_pick(rng, ("tiles", "panels", "gradient", "bricks"))),
         wall=tuple(int(v) for v in rng.integers(60, 210, size=3)),
         floor=tuple(int(v) for v in rng.integers(50, 180, size=3)),
-        gain=float(rng.uniform(0.75, 1.2)),
-        contrast=float(rng.uniform(0.8, 1.15)),
+        gain=float(rng.uniform(0.8, 1.15)),
+        contrast=float(rng.uniform(0.85, 1.1)),
         cast=(float(cast[0]), float(cast[1]), float(cast[2])),
         scale=float(rng.uniform(0.86, 1.0)),
         shear=float(rng.uniform(-0.12, 0.12)),
