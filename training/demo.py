@@ -42,18 +42,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ensure_data(root: Path, seed: int) -> None:
+def ensure_data(root: Path, seed: int, identities: int) -> None:
     from training.data.synthetic import generate_synthetic
 
     if (root / "info" / "query_IDX.mat").is_file():
         print(f"reusing the synthetic benchmark in {root}")
         return
     started = time.perf_counter()
-    generate_synthetic(root, seed=seed)
+    generate_synthetic(root, num_identities=identities, seed=seed)
     print(f"generated the synthetic benchmark in {root} ({time.perf_counter() - started:.0f} s)")
 
 
-def ensure_trained(config_path: Path, data_root: Path, run_dir: Path) -> Path:
+def ensure_trained(config_path: Path, data_root: Path, run_dir: Path, overrides: list[str]) -> Path:
     from training.config import load_config
     from training.engine import train
 
@@ -61,7 +61,7 @@ def ensure_trained(config_path: Path, data_root: Path, run_dir: Path) -> Path:
     if final.is_file():
         print(f"reusing the trained model {final}")
         return final
-    config = load_config(config_path, [f"data.root={data_root}"])
+    config = load_config(config_path, [f"data.root={data_root}", *overrides])
     started = time.perf_counter()
     train(config, run_dir, resume=(run_dir / "last.pt").is_file())
     print(f"trained in {(time.perf_counter() - started) / 60:.1f} min")
@@ -183,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     parser.add_argument("--model", type=Path, default=Path("models/demo.onnx"))
     parser.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark")
+    parser.add_argument("--identities", type=int, default=80, help="identities of the synthetic benchmark")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training config value, e.g. --set optim.epochs=2 (repeatable)")
     parser.add_argument("--serve", action="store_true", help="keep the service running at the end (Ctrl-C stops it)")
     parser.add_argument("--fresh", action="store_true", help="rebuild data, model and export from scratch")
     args = parser.parse_args(argv)
@@ -197,17 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         args.model.unlink(missing_ok=True)
 
     step("1/6 synthetic benchmark (MARS layout)")
-    ensure_data(args.data_root, args.seed)
+    ensure_data(args.data_root, args.seed, args.identities)
 
     step("2/6 training MG-RAFA on the CPU")
-    checkpoint = ensure_trained(args.config, args.data_root, args.run_dir)
+    checkpoint = ensure_trained(args.config, args.data_root, args.run_dir, args.overrides)
 
     step("3/6 offline evaluation (PyTorch)")
     from training.data import load_dataset
     from training.engine import evaluate_checkpoint
     from training.evaluation import cmc_at, evaluate
 
-    offline = evaluate_checkpoint(checkpoint, args.data_root, args.run_dir / "eval")
+    # "test" sampling: T chunk-centre frames, exactly what the service samples.
+    offline = evaluate_checkpoint(checkpoint, args.data_root, args.run_dir / "eval", mode="test")
 
     step("4/6 export to ONNX")
     card = ensure_exported(checkpoint, args.model)

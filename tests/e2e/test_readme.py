@@ -1,0 +1,185 @@
+"""Every command in README.md is run here, or checked as far as this machine allows.
+
+- the `python -m service` line starts the real service (on a tiny exported model and a free port), and
+  every `curl` example runs against it, in order, and must answer 2xx;
+- every `python -m training ...` / `torchrun ... -m training ...` line is parsed by the real CLI parser,
+  and the configs it names exist and load; the `--random-init` export line runs for real;
+- `make` targets are run by CI (`make test`) and tests/e2e/test_demo.py (`training.demo`); docker lines
+  name services that docker-compose.yml defines (tests/deploy validates that file with Docker Compose).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    """Shell commands of the README's bash blocks, continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split("  #")[0].strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+COMMANDS = readme_commands()
+
+
+def test_readme_opens_with_the_two_commands():
+    first_block = re.search(r"```bash\n(.*?)```", README, flags=re.S).group(1)
+    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == ["make demo", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def training_argv(command: str) -> list[str] | None:
+    words = shlex.split(command)
+    if "-m" not in words:
+        return None
+    module = words[words.index("-m") + 1]
+    if module != "training":
+        return None
+    return words[words.index("-m") + 2:]
+
+
+def test_training_commands_parse_and_name_real_configs():
+    from training.cli import build_parser
+    from training.config import load_config
+
+    parser = build_parser()
+    checked = 0
+    for command in COMMANDS:
+        argv = training_argv(command)
+        if argv is None:
+            continue
+        args = parser.parse_args(argv)
+        config = getattr(args, "config", None)
+        if config:
+            assert (ROOT / config).is_file(), command
+            load_config(ROOT / config)
+        checked += 1
+    assert checked >= 5
+
+
+def test_export_commands(tmp_path):
+    from training.export import main as export_main
+    from training.export import parse_args
+
+    lines = [c for c in COMMANDS if "-m training.export" in c]
+    assert len(lines) == 2
+    for command in lines:
+        words = shlex.split(command)
+        argv = words[words.index("training.export") + 1:]
+        parse_args(argv)
+        if "--random-init" in argv:
+            argv[argv.index("--out") + 1] = str(tmp_path / "tiny.onnx")
+            assert export_main(argv) == 0
+            assert (tmp_path / "tiny.json").is_file()
+
+
+def test_docker_lines_name_compose_services():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    docker_lines = [c for c in COMMANDS if c.startswith("docker compose")]
+    assert docker_lines
+    for command in docker_lines:
+        words = shlex.split(command)
+        verb = next(w for w in words if w in ("up", "run", "build"))
+        service = [w for w in words[words.index(verb) + 1:] if not w.startswith("-")][0]
+        assert service in compose["services"], command
+    assert (ROOT / "docker" / "env.example").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    """The files the curl examples upload, made with OpenCV."""
+    folder = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(folder / "walk.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 128))
+    for _ in range(10):
+        writer.write(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8))
+    writer.release()
+    for index in (1, 2, 3):
+        cv2.imwrite(str(folder / f"f{index:03d}.jpg"), rng.integers(0, 256, (128, 64, 3), dtype=np.uint8))
+    with zipfile.ZipFile(folder / "frames.zip", "w") as archive:
+        for index in range(5):
+            ok, data = cv2.imencode(".png", rng.integers(0, 256, (128, 64, 3), dtype=np.uint8))
+            archive.writestr(f"{index:04d}.png", data.tobytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def readme_service(tmp_path_factory, media):
+    """The service started exactly as the README's line does, on a tiny model and a free port."""
+    (line,) = [c for c in COMMANDS if "-m service" in c and c.startswith("REID_MODEL_PATH")]
+    words = shlex.split(line)
+    env_words = [w for w in words if re.match(r"^REID_[A-Z_]+=", w)]
+    argv = words[len(env_words):]
+    assert argv[0] == ".venv/bin/python" and argv[1:3] == ["-m", "service"]
+    model = tmp_path_factory.mktemp("model") / "demo.onnx"
+    subprocess.run([sys.executable, "-m", "training.export", "--random-init", "--backbone", "resnet18",
+                    "--height", "64", "--width", "32", "--num-frames", "4", "--out", str(model)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    overrides = {"REID_MODEL_PATH": str(model), "REID_DATA_DIR": str(tmp_path_factory.mktemp("gallery"))}
+    env = {**os.environ, **dict(w.split("=", 1) for w in env_words), **overrides, "PYTHONPATH": str(ROOT)}
+    env.pop("REID_API_KEY", None)
+    port = free_port()
+    args = [sys.executable, *argv[1:]]
+    args[args.index("--port") + 1] = str(port)
+    process = subprocess.Popen(args, cwd=media, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("the README's service command did not come up: " + process.stdout.read().decode()[-2000:])
+    yield url
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_curl_examples_run_against_the_service(readme_service, media):
+    curls = [c for c in COMMANDS if c.startswith("curl")]
+    assert len(curls) >= 9
+    for command in curls:
+        command = command.replace("http://localhost:8000", readme_service)
+        result = subprocess.run(f"{command} -w '\\n%{{http_code}}'", shell=True, cwd=media, capture_output=True,
+                                text=True, timeout=60)
+        status = result.stdout.rsplit("\n", 1)[-1]
+        assert status.startswith("2"), f"{command} -> {result.stdout[-500:]}"
+    # What the examples did: bob-1 deleted, alice and carol enrolled.
+    page = httpx.get(f"{readme_service}/tracklets").json()
+    assert sorted(item["person_id"] for item in page["items"]) == ["alice", "carol"]
