@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -125,7 +126,47 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in (health.router, tracklets.router, query.router, model.router):
         app.include_router(router)
+    generate_openapi = app.openapi
+
+    def openapi_with_file_fields() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            mark_file_fields(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi_with_file_fields
     return app
+
+
+def _is_file_schema(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("type") == "array":
+        return _is_file_schema(schema.get("items"))
+    return schema.get("type") == "string" and schema.get("contentMediaType") == "application/octet-stream"
+
+
+def mark_file_fields(node: Any) -> None:
+    """Makes the upload fields of an OpenAPI 3.1 schema say plainly that they are files (in place).
+
+    FastAPI describes an optional UploadFile as ``anyOf: [{string, contentMediaType}, {null}]``. A multipart
+    field cannot be null (leaving it out is how a client sends none), and clients and schema-driven tools
+    look for ``format: binary`` on the field itself to send it as a file part; without both they send the
+    field as text. So the null branch is dropped and ``format: binary`` added.
+    """
+    if isinstance(node, dict):
+        branches = node.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+            (other,) = [branch for branch in branches if branch != {"type": "null"}]
+            if _is_file_schema(other):
+                del node["anyOf"]
+                node.update(other)
+        if node.get("type") == "string" and node.get("contentMediaType") == "application/octet-stream":
+            node.setdefault("format", "binary")
+        for value in node.values():
+            mark_file_fields(value)
+    elif isinstance(node, list):
+        for value in node:
+            mark_file_fields(value)
 
 
 def load_or_exit(settings: Settings) -> ServiceState:

@@ -9,16 +9,18 @@ from collections.abc import Iterable, Sequence
 _BEARER_PREFIX = b"bearer "
 
 
-def api_key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The key of ``Authorization: Bearer <key>``, else of ``X-API-Key``; None when neither carries one."""
-    bearer = header_key = None
+def credentials_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes | None]:
+    """Every credential a request presents, one per ``X-API-Key`` or ``Authorization`` header: its key,
+    or None when the header is empty or not ``Bearer <key>`` (such a credential can never pass)."""
+    credentials: list[bytes | None] = []
     for name, value in headers:
-        lowered = name.lower()
-        if lowered == b"authorization" and value[: len(_BEARER_PREFIX)].lower() == _BEARER_PREFIX:
-            bearer = value[len(_BEARER_PREFIX) :].strip()
-        elif lowered == b"x-api-key":
-            header_key = value.strip()
-    return bearer or header_key or None
+        lowered, value = name.lower(), value.strip()
+        if lowered == b"x-api-key":
+            credentials.append(value or None)
+        elif lowered == b"authorization":
+            is_bearer = value[: len(_BEARER_PREFIX)].lower() == _BEARER_PREFIX
+            credentials.append((value[len(_BEARER_PREFIX) :].strip() or None) if is_bearer else None)
+    return credentials
 
 
 class KeyChecker:
@@ -36,6 +38,18 @@ class KeyChecker:
     def enabled(self) -> bool:
         """False when no key is configured (authentication off)."""
         return bool(self._digests)
+
+    def check(self, credentials: Sequence[bytes | None]) -> str | None:
+        """None when the request may pass, else why not (for the 401 message).
+
+        Every credential presented must be an accepted key: a wrong key is refused even when a right one
+        comes along in the other header, so a mistaken or stolen-and-guessed key never goes unnoticed.
+        """
+        if not credentials:
+            return "This endpoint needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key'."
+        # Every credential is compared, with no early exit, so timing does not tell which one failed.
+        results = [credential is not None and self.accepts(credential) for credential in credentials]
+        return None if all(results) else "The API key is not valid."
 
     def accepts(self, supplied: bytes) -> bool:
         supplied_digest = hashlib.sha256(supplied).digest()

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.auth import KeyChecker, api_key_from_headers
+from service.auth import KeyChecker, credentials_from_headers
 from service.config import Settings
-from service.errors import NotReadyError, UnauthorizedError
+from service.errors import InvalidRequestError, NotReadyError, UnauthorizedError
 from service.gallery import GalleryStore
 from service.state import ServiceState
 
@@ -36,6 +36,14 @@ def get_gallery(state: Annotated[ServiceState, Depends(get_state)]) -> GallerySt
     return state.gallery
 
 
+def reject_repeated_query_parameters(request: Request) -> None:
+    """Every query parameter of this API takes one value; a repeated one is refused, not half-read."""
+    for name in set(request.query_params.keys()):
+        count = len(request.query_params.getlist(name))
+        if count > 1:
+            raise InvalidRequestError(f"The query parameter '{name}' is given {count} times; give it once.")
+
+
 def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
@@ -50,14 +58,13 @@ def require_api_key(
     checker: KeyChecker = request.app.state.key_checker
     if not checker.enabled:
         return
-    supplied = api_key_from_headers(request.scope.get("headers", []))
-    if supplied is None:
-        raise UnauthorizedError("This endpoint needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key'.")
-    if not checker.accepts(supplied):
-        raise UnauthorizedError("The API key is not valid.")
+    refusal = checker.check(credentials_from_headers(request.scope.get("headers", [])))
+    if refusal is not None:
+        raise UnauthorizedError(refusal)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StateDep = Annotated[ServiceState, Depends(get_state)]
 GalleryDep = Annotated[GalleryStore, Depends(get_gallery)]
 APIKeyDep = Depends(require_api_key)
+SingleValuedQueryDep = Depends(reject_repeated_query_parameters)

@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.errors import ServiceError, error_body
 
@@ -22,6 +23,16 @@ _HTTP_CODES = {
 
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _describe_validation_error(error: dict) -> str:
@@ -52,10 +63,13 @@ async def validation_error_handler(request: Request, error: Exception) -> JSONRe
 async def http_error_handler(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     status = error.status_code
+    headers = dict(getattr(error, "headers", None) or {})
     if status == 404 and error.detail == "Not Found":
         message = f"No endpoint at {request.method} {request.url.path}."
     elif status == 405:
-        message = f"{request.method} is not allowed on {request.url.path}."
+        methods = allowed_methods(request)
+        headers["Allow"] = ", ".join(methods)
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(methods)}."
     elif status == 400 and str(error.detail).startswith("Too many files"):
         # The multipart parser stops at REID_MAX_FRAMES (+ the other file fields) files: a frame-count limit.
         settings = request.app.state.settings
@@ -74,7 +88,7 @@ async def http_error_handler(request: Request, error: Exception) -> JSONResponse
     return JSONResponse(
         error_body(_HTTP_CODES.get(status, "http_error"), message, _request_id(request)),
         status_code=status,
-        headers=getattr(error, "headers", None),
+        headers=headers or None,
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import KeyChecker, api_key_from_headers
+from service.auth import KeyChecker, credentials_from_headers
 from service.errors import error_body
 from service.metrics import ServiceMetrics
 
@@ -183,12 +183,8 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not self.checker.enabled or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
             return
-        supplied = api_key_from_headers(scope.get("headers", []))
-        if supplied is None:
-            message = "This endpoint needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key'."
-        elif not self.checker.accepts(supplied):
-            message = "The API key is not valid."
-        else:
+        message = self.checker.check(credentials_from_headers(scope.get("headers", [])))
+        if message is None:
             await self.app(scope, receive, send)
             return
         await send_json_error(send, scope, 401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})

@@ -86,12 +86,32 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": description}
-    for status, description in {
-        401: "Missing or wrong API key.",
-        413: "Upload, frame count, frame size or archive over a limit.",
-        422: "Invalid fields or media that cannot be decoded.",
-        503: "The embedder's queue is full; retry after the Retry-After seconds.",
-    }.items()
-}
+def _error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorOut, "description": description} for status, description in descriptions.items()
+    }
+    if 503 in responses:
+        responses[503]["headers"] = {
+            "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+        }
+    return responses
+
+
+#: What any route may answer besides its own success and errors.
+ERROR_RESPONSES = _error_responses({
+    401: "Missing or wrong API key (every route but /healthz when REID_API_KEY is set).",
+    422: "Invalid fields, or media that cannot be decoded.",
+    500: "An unexpected failure; logged under the request id, no details in the answer.",
+    503: "Busy (too many uploads in progress or the embedding queue full), still loading, or the gallery's "
+    "storage unavailable (read-only or failing disk); retry after the Retry-After seconds.",
+})
+#: What a route that reads an upload may also answer.
+UPLOAD_ERROR_RESPONSES = _error_responses({
+    400: "The body is not parseable multipart/form-data (malformed, too many fields, a field over 1 MiB).",
+    408: "The body did not arrive within REID_BODY_TIMEOUT_S; the connection is closed.",
+    413: "Upload, frame count, frame size or archive over a limit.",
+})
+#: What a route that writes to the gallery may also answer.
+STORAGE_FULL_RESPONSES = _error_responses({
+    507: "The gallery's disk is full: nothing was stored (searches keep working); retry once space is freed.",
+})

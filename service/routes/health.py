@@ -35,7 +35,11 @@ async def readyz(state: StateDep) -> dict:
 
 
 @router.get(
-    "/metrics", response_class=PlainTextResponse, dependencies=[APIKeyDep], responses=ERROR_RESPONSES,
+    "/metrics", dependencies=[APIKeyDep],
+    # Declared by hand rather than with response_class=PlainTextResponse, which would also label the JSON
+    # error answers text/plain in the schema.
+    responses={200: {"description": "Prometheus text exposition format.",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}, **ERROR_RESPONSES},
     summary="Prometheus metrics: requests and latencies by route and status, stage times, batch sizes, gallery size",
 )
 async def metrics(request: Request) -> PlainTextResponse:

@@ -18,7 +18,7 @@ from service.routes.fields import (
     TopKField,
     VideoField,
 )
-from service.schemas import ERROR_RESPONSES, ErrorOut, QueryOut
+from service.schemas import ERROR_RESPONSES, UPLOAD_ERROR_RESPONSES, ErrorOut, QueryOut
 from service.uploads import StageTimer, check_label, decode_media, read_media
 
 router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
@@ -27,7 +27,8 @@ router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RES
 @router.post(
     "/query",
     response_model=QueryOut,
-    responses={404: {"model": ErrorOut, "description": "tracklet_id is not enrolled."}},
+    operation_id="query_gallery",
+    responses={404: {"model": ErrorOut, "description": "tracklet_id is not enrolled."}, **UPLOAD_ERROR_RESPONSES},
     summary="Rank the gallery for a query tracklet",
     description="The query is either media (video, frames or archive: decoded and embedded like an enroll, "
     "not stored) or the tracklet_id of an enrolled tracklet (its stored embedding; it ranks itself first "

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import APIKeyDep, GalleryDep, StateDep
+from service.deps import APIKeyDep, GalleryDep, SingleValuedQueryDep, StateDep
 from service.errors import ConflictError, InvalidRequestError, NotFoundError
 from service.routes.fields import (
     LABEL_MAX_LENGTH,
@@ -20,11 +20,21 @@ from service.routes.fields import (
     ReplaceField,
     VideoField,
 )
-from service.schemas import ERROR_RESPONSES, ErrorOut, TrackletOut, TrackletPage
+from service.schemas import (
+    ERROR_RESPONSES,
+    STORAGE_FULL_RESPONSES,
+    UPLOAD_ERROR_RESPONSES,
+    ErrorOut,
+    TrackletOut,
+    TrackletPage,
+)
 from service.uploads import StageTimer, check_label, decode_media, parse_metadata, read_media
 
-router = APIRouter(prefix="/tracklets", tags=["tracklets"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/tracklets", tags=["tracklets"], dependencies=[APIKeyDep, SingleValuedQueryDep], responses=ERROR_RESPONSES
+)
 
+SQLITE_MAX_INTEGER = 2**63 - 1
 # No pattern here: an id that could never have been enrolled is simply not found (404).
 TrackletIdPath = Annotated[str, Path(description="Id of an enrolled tracklet.")]
 
@@ -33,7 +43,17 @@ TrackletIdPath = Annotated[str, Path(description="Id of an enrolled tracklet.")]
     "",
     status_code=201,
     response_model=TrackletOut,
-    responses={409: {"model": ErrorOut, "description": "tracklet_id already enrolled and replace is false."}},
+    operation_id="enroll_tracklet",
+    responses={
+        201: {"links": {
+            "GetTracklet": {"operationId": "get_tracklet", "parameters": {"tracklet_id": "$response.body#/id"}},
+            "DeleteTracklet": {"operationId": "delete_tracklet",
+                               "parameters": {"tracklet_id": "$response.body#/id"}},
+        }},
+        409: {"model": ErrorOut, "description": "tracklet_id already enrolled and replace is false."},
+        **UPLOAD_ERROR_RESPONSES,
+        **STORAGE_FULL_RESPONSES,
+    },
     summary="Enroll one tracklet",
     description="Decodes the media, samples the model's T frames (centre of T uniform chunks), embeds them and "
     "stores the record. Answered only after the record is durably committed. The Server-Timing header gives "
@@ -93,6 +113,7 @@ async def enroll_tracklet(
 @router.get(
     "",
     response_model=TrackletPage,
+    operation_id="list_tracklets",
     summary="List enrolled tracklets",
     description="Pages through the gallery in enrollment order, optionally only one person's or one camera's.",
 )
@@ -101,7 +122,9 @@ async def list_tracklets(
     person_id: Annotated[str | None, Query(description="Only tracklets of this person_id.")] = None,
     camera_id: Annotated[str | None, Query(description="Only tracklets of this camera_id.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size (1-1000).")] = 100,
-    offset: Annotated[int, Query(ge=0, description="How many matching tracklets to skip.")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=SQLITE_MAX_INTEGER, description="How many matching tracklets to skip.")
+    ] = 0,
 ) -> dict:
     records, total = await run_in_threadpool(gallery.list, person_id, camera_id, limit, offset)
     return {"items": [record.to_dict() for record in records], "total": total, "limit": limit, "offset": offset}
@@ -110,6 +133,7 @@ async def list_tracklets(
 @router.get(
     "/{tracklet_id}",
     response_model=TrackletOut,
+    operation_id="get_tracklet",
     responses={404: {"model": ErrorOut, "description": "No tracklet with this id."}},
     summary="One enrolled tracklet",
 )
@@ -124,7 +148,8 @@ async def get_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> dict
     "/{tracklet_id}",
     status_code=204,
     response_class=Response,
-    responses={404: {"model": ErrorOut, "description": "No tracklet with this id."}},
+    operation_id="delete_tracklet",
+    responses={404: {"model": ErrorOut, "description": "No tracklet with this id."}, **STORAGE_FULL_RESPONSES},
     summary="Delete a tracklet",
     description="Removes the record and its embedding; it is out of every search once this answers.",
 )

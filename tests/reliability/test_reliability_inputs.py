@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from service_media import encode_image, encode_video, png_header_only, tracklet_frames, zip_bytes
 
 from service.app import create_app
-from service.auth import KeyChecker, api_key_from_headers
+from service.auth import KeyChecker, credentials_from_headers
 from service.config import Settings
 
 BOUNDARY = "hostile-boundary"
@@ -293,13 +293,27 @@ def test_key_checker_compares_against_every_key_whatever_the_match(monkeypatch):
     assert hashlib.sha256(b"k").digest() in KeyChecker(["k"])._digests
 
 
-def test_key_extraction_from_headers():
-    assert api_key_from_headers([(b"authorization", b"Bearer  abc ")]) == b"abc"
-    assert api_key_from_headers([(b"authorization", b"bearer abc")]) == b"abc"
-    assert api_key_from_headers([(b"x-api-key", b"k1")]) == b"k1"
-    assert api_key_from_headers([(b"authorization", b"Basic abc"), (b"x-api-key", b"k2")]) == b"k2"
-    assert api_key_from_headers([(b"authorization", b"Bearer ")]) is None
-    assert api_key_from_headers([]) is None
+def test_every_credential_presented_must_be_an_accepted_key():
+    checker = KeyChecker(["k1", "k2"])
+    needs_key = "needs an API key"
+
+    def verdict(*headers: tuple[bytes, bytes]) -> str | None:
+        return checker.check(credentials_from_headers(headers))
+
+    assert verdict((b"Authorization", b"Bearer  k1 ")) is None
+    assert verdict((b"authorization", b"bearer k2"), (b"x-api-key", b"k1")) is None
+    assert needs_key in verdict()
+    assert needs_key in verdict((b"accept", b"k1"), (b"x-api-keys", b"k1"))
+    # A wrong, empty or unusable credential is refused, even beside a right one.
+    for headers in ([(b"x-api-key", b"k1"), (b"authorization", b"Bearer nope")],
+                    [(b"x-api-key", b"k1"), (b"authorization", b"Basic k1")],
+                    [(b"x-api-key", b"k1"), (b"authorization", b"Bearer ")],
+                    [(b"x-api-key", b"k1"), (b"authorization", b"")],
+                    [(b"x-api-key", b""), (b"authorization", b"Bearer k1")],
+                    [(b"x-api-key", b"k1"), (b"x-api-key", b"k3")],
+                    [(b"x-api-key", b"  ")],
+                    [(b"authorization", b"k1")]):
+        assert verdict(*headers) == "The API key is not valid.", headers
 
 
 @pytest.mark.parametrize(("docs_enabled", "docs_public", "without_key", "with_key"), [
