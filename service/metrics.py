@@ -143,8 +143,8 @@ class ServiceMetrics:
             ("method", "route", "status"),
         )
         self.request_seconds = Histogram(
-            "reid_http_request_duration_seconds", "HTTP request latency by method and route template.",
-            ("method", "route"),
+            "reid_http_request_duration_seconds", "HTTP request latency by method, route template and status.",
+            ("method", "route", "status"),
         )
         self.stage_seconds = Histogram(
             "reid_stage_duration_seconds",

@@ -279,7 +279,9 @@ def test_metrics(client, enrolled):
     assert re.search(r'reid_http_requests_total\{method="POST",route="/tracklets",status="422"\} \d+', text)
     assert re.search(r"reid_embed_batch_size_count \d+", text)
     assert re.search(r'reid_stage_duration_seconds_count\{stage="decode"\} \d+', text)
-    assert re.search(r'reid_http_request_duration_seconds_bucket\{method="GET",route="/healthz",le="\+Inf"\}', text)
+    assert re.search(
+        r'reid_http_request_duration_seconds_bucket\{method="GET",route="/healthz",status="200",le="\+Inf"\}', text
+    )
     size = re.search(r"^reid_gallery_size (\d+)$", text, re.MULTILINE)
     assert size and int(size.group(1)) == gallery_total(client)
 
