@@ -28,7 +28,7 @@ from service.config import Settings
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = 50
 
 
 def schemathesis_command() -> list[str]:
