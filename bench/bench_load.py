@@ -183,7 +183,7 @@ async def _sample_rss(pid: int, samples: list[float], stop: asyncio.Event, every
         samples.append(rss_mib(pid))
         try:
             await asyncio.wait_for(stop.wait(), every_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             pass
 
 

@@ -267,10 +267,11 @@ class RequestBodyGuardMiddleware:
                 raise _BodyRefused
             if body_complete:
                 return await receive()  # after the body: waiting for a disconnect has no deadline
+            remaining = deadline - asyncio.get_running_loop().time()
             try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
+                # asyncio.wait_for rather than asyncio.timeout_at: the service supports Python 3.10.
+                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.0))
+            except asyncio.TimeoutError:
                 rejected = "time"
                 raise _BodyRefused from None
             if message["type"] == "http.request":
