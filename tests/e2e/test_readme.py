@@ -134,18 +134,14 @@ def media(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def readme_service(tmp_path_factory, media):
+def readme_service(tmp_path_factory, media, tiny_model):
     """The service started exactly as the README's line does, on a tiny model and a free port."""
     (line,) = [c for c in COMMANDS if "-m service" in c and c.startswith("REID_MODEL_PATH")]
     words = shlex.split(line)
     env_words = [w for w in words if re.match(r"^REID_[A-Z_]+=", w)]
     argv = words[len(env_words):]
     assert argv[0] == ".venv/bin/python" and argv[1:3] == ["-m", "service"]
-    model = tmp_path_factory.mktemp("model") / "demo.onnx"
-    subprocess.run([sys.executable, "-m", "training.export", "--random-init", "--backbone", "resnet18",
-                    "--height", "64", "--width", "32", "--num-frames", "4", "--out", str(model)],
-                   cwd=ROOT, check=True, capture_output=True, timeout=300)
-    overrides = {"REID_MODEL_PATH": str(model), "REID_DATA_DIR": str(tmp_path_factory.mktemp("gallery"))}
+    overrides = {"REID_MODEL_PATH": str(tiny_model), "REID_DATA_DIR": str(tmp_path_factory.mktemp("gallery"))}
     env = {**os.environ, **dict(w.split("=", 1) for w in env_words), **overrides, "PYTHONPATH": str(ROOT)}
     env.pop("REID_API_KEY", None)
     port = free_port()
@@ -183,3 +179,11 @@ def test_curl_examples_run_against_the_service(readme_service, media):
     # What the examples did: bob-1 deleted, alice and carol enrolled.
     page = httpx.get(f"{readme_service}/tracklets").json()
     assert sorted(item["person_id"] for item in page["items"]) == ["alice", "carol"]
+
+
+def test_configuration_table_lists_every_setting():
+    from service.config import Settings
+
+    documented = set(re.findall(r"`(REID_[A-Z_]+)`", README))
+    expected = {f"REID_{name.upper()}" for name in Settings.model_fields}
+    assert expected <= documented, sorted(expected - documented)

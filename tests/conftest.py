@@ -1,4 +1,4 @@
-"""Shared fixtures of the service tests: one tiny random-init model exported per test session."""
+"""Fixtures shared by every test folder: one tiny randomly initialised model, exported once per session."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Small enough to embed a tracklet in a few tens of milliseconds on 2 CPU cores.
 TINY_HEIGHT, TINY_WIDTH, TINY_FRAMES = 64, 32, 4
@@ -24,7 +24,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         sys.executable, "-m", "training.export", "--random-init", "--backbone", "resnet18",
         "--height", str(TINY_HEIGHT), "--width", str(TINY_WIDTH), "--num-frames", str(TINY_FRAMES),
         "--out", str(out),
-    ]
+    ]  # fmt: skip
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
