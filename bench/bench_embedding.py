@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.machine import load_average, machine_description
 from service.embedder import OnnxEmbedder
 from training.export import ExportWrapper, export_model
 from training.model import IMAGENET_MEAN, IMAGENET_STD, build_model
@@ -34,23 +34,6 @@ from training.model import IMAGENET_MEAN, IMAGENET_STD, build_model
 log = logging.getLogger("bench_embedding")
 
 HEIGHT, WIDTH, NUM_FRAMES = 256, 128, 8
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.machine()}"
-
-
-def load_average() -> str:
-    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def timed(function: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:

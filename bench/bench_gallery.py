@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -29,20 +27,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.machine import load_average, machine_description
 from service.gallery import GalleryStore
 
 log = logging.getLogger("bench_gallery")
 TOP_K = 10
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.machine()}"
 
 
 def random_gallery(size: int, dim: int, seed: int) -> np.ndarray:
@@ -162,13 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_gallery.md"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    load_before = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    load_before = load_average()
 
     results = []
     for item in args.sizes.split(","):
         size, dim = (int(part) for part in item.split(":"))
         results.append(bench_size(size, dim, args.queries, size <= args.store_max_size, args.work_dir))
-    load_after = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    load_after = load_average()
 
     lines = [
         "# Gallery query latency: FAISS vs numpy brute force",

@@ -38,7 +38,8 @@ import cv2
 import httpx
 import numpy as np
 
-from bench.bench_service import Server, machine_description
+from bench.bench_service import Server
+from bench.machine import machine_description
 
 log = logging.getLogger("bench_load")
 REPO_ROOT = Path(__file__).resolve().parents[1]

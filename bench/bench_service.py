@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import signal
@@ -37,21 +36,12 @@ import cv2
 import httpx
 import numpy as np
 
+from bench.machine import load_average, machine_description
 from service.gallery import GalleryStore
 
 log = logging.getLogger("bench_service")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "embed", "search", "store")
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.machine()}"
 
 
 def default_model(work_dir: Path) -> Path:
@@ -237,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     models = [Path(item) for item in args.models.split(",") if item] or [default_model(args.work_dir)]
     uploads = make_uploads(24, args.frames)
     upload_kib = sum(len(part[1][1]) for part in uploads[0]) / 1024
-    load_before = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    load_before = load_average()
 
     sections = []
     for model in models:
@@ -264,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {100 * fractions.get(lookup, 0):.0f}% | {100 * fractions.get('other', 0):.0f}% |"
             )
         sections += section + [""]
-    load_after = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    load_after = load_average()
 
     lines = [
         "# Service throughput over HTTP (loopback)",
