@@ -41,7 +41,7 @@ class ModelSection:
     width: int = 128
     #: None (random init), a local torchvision ImageNet state-dict file, or "imagenet" (downloads).
     pretrained: str | None = None
-    #: Convert BatchNorm to SyncBatchNorm under multi-GPU training.
+    #: Convert BatchNorm to SyncBatchNorm under multi-GPU training (CUDA only; ignored otherwise).
     sync_bn: bool = False
 
     def to_model_config(self) -> ModelConfig:

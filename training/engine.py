@@ -566,7 +566,9 @@ class Trainer:
         self.model = build_model(self.model_config, pretrained=config.model.pretrained)
         self.criterion = build_criterion(config, self.model, dataset.num_train_pids)
         self.step = TrainingStep(self.model, self.criterion, amp=self.use_amp)
-        if context.enabled and config.model.sync_bn:
+        if config.model.sync_bn and context.enabled and device.type != "cuda":
+            log.warning("sync_bn needs CUDA; keeping per-process BatchNorm on %s", device)
+        elif config.model.sync_bn and context.enabled:
             self.step = nn.SyncBatchNorm.convert_sync_batchnorm(self.step)
             self.model, self.criterion = self.step.model, self.step.criterion
         self.step.to(device)
