@@ -25,35 +25,20 @@ from typing import Any
 import yaml
 
 from training.model import ModelConfig
-from training.rafa import DEFAULT_REDUCTION
 
 
-@dataclass
-class ModelSection:
-    """The network (see :class:`training.model.ModelConfig`) and how its weights start."""
+@dataclass(frozen=True)
+class ModelSection(ModelConfig):
+    """The network (the fields of :class:`training.model.ModelConfig`) and how its weights start."""
 
-    backbone: str = "resnet50"
-    head: str = "mg-rafa"
-    granularities: int = 4
-    splits: int = 1
-    reduction: int = DEFAULT_REDUCTION
-    height: int = 256
-    width: int = 128
     #: None (random init), a local torchvision ImageNet state-dict file, or "imagenet" (downloads).
     pretrained: str | None = None
     #: Convert BatchNorm to SyncBatchNorm under multi-GPU training (CUDA only; ignored otherwise).
     sync_bn: bool = False
 
     def to_model_config(self) -> ModelConfig:
-        return ModelConfig(
-            backbone=self.backbone,
-            head=self.head,
-            granularities=self.granularities,
-            splits=self.splits,
-            reduction=self.reduction,
-            height=self.height,
-            width=self.width,
-        )
+        """The architecture alone, as checkpoints and model cards store it."""
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
 
 
 @dataclass
