@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
-from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits
-from training.data.tracklets import Tracklet, VideoDataset, relabel, sorted_frames
+from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits, two_camera_dataset
+from training.data.tracklets import Tracklet, VideoDataset, sorted_frames
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,6 @@ def load_ilidsvid(root: str | Path, split_id: int = 0, seed: int = 0) -> VideoDa
             tracklets.append(Tracklet(frames=frames, pid=person_number(name), camid=cam_index))
         return tracklets
 
-    train, num_train_pids = relabel(tracklets_of(split["train"], 0) + tracklets_of(split["train"], 1))
-    dataset = VideoDataset(
-        name="ilidsvid",
-        train=train,
-        query=tracklets_of(split["test"], 0),
-        gallery=tracklets_of(split["test"], 1),
-        num_train_pids=num_train_pids,
-        protocol=ILIDSVID_PROTOCOL + f" This is split {split_id}.",
-    )
+    dataset = two_camera_dataset("ilidsvid", split, tracklets_of, ILIDSVID_PROTOCOL + f" This is split {split_id}.")
     log.info("loaded iLIDS-VID split %d from %s\n%s", split_id, base, dataset.summary())
     return dataset

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 
 from training.data.ilidsvid import person_number
-from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits
-from training.data.tracklets import Tracklet, VideoDataset, relabel, sorted_frames
+from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits, two_camera_dataset
+from training.data.tracklets import Tracklet, VideoDataset, sorted_frames
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,6 @@ def load_prid2011(root: str | Path, split_id: int = 0, seed: int = 0, min_frames
     def tracklets_of(names: list[str], cam_index: int) -> list[Tracklet]:
         return [Tracklet(frames=frames_of[cam_index][n], pid=person_number(n), camid=cam_index) for n in names]
 
-    train, num_train_pids = relabel(tracklets_of(split["train"], 0) + tracklets_of(split["train"], 1))
-    dataset = VideoDataset(
-        name="prid2011",
-        train=train,
-        query=tracklets_of(split["test"], 0),
-        gallery=tracklets_of(split["test"], 1),
-        num_train_pids=num_train_pids,
-        protocol=PRID_PROTOCOL + f" This is split {split_id}.",
-    )
+    dataset = two_camera_dataset("prid2011", split, tracklets_of, PRID_PROTOCOL + f" This is split {split_id}.")
     log.info("loaded PRID2011 split %d from %s\n%s", split_id, base, dataset.summary())
     return dataset

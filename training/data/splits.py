@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from training.data.tracklets import Tracklet, VideoDataset, relabel
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +78,20 @@ def load_or_create_splits(
         path,
     )
     return splits
+
+
+def two_camera_dataset(
+    name: str, split: dict, tracklets_of: Callable[[list[str], int], list[Tracklet]], protocol: str
+) -> VideoDataset:
+    """The iLIDS-VID / PRID2011 protocol for one split: the train persons' sequences of both cameras are
+    the training set (relabelled); the test persons' camera-1 sequences are the queries and their camera-2
+    sequences the gallery. ``tracklets_of(person_names, camera_index)`` builds the tracklets."""
+    train, num_train_pids = relabel(tracklets_of(split["train"], 0) + tracklets_of(split["train"], 1))
+    return VideoDataset(
+        name=name,
+        train=train,
+        query=tracklets_of(split["test"], 0),
+        gallery=tracklets_of(split["test"], 1),
+        num_train_pids=num_train_pids,
+        protocol=protocol,
+    )
