@@ -4,94 +4,21 @@ in the middle of a stream of enrolls, and start-up failures."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from live_server import API_KEY, REPO_ROOT, LiveServer, free_port, live_server, server_environment
 from service_media import encode_image, encode_video, tracklet_frames, zip_bytes
 
 from service.gallery import GalleryStore
 
 pytestmark = pytest.mark.slow
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-API_KEY = "server-test-key"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def server_environment(model: Path, data_dir: Path, **extra: str) -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("REID_")}
-    environment.update(
-        PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", REID_MODEL_PATH=str(model), REID_DATA_DIR=str(data_dir),
-        REID_DEVICE="cpu", REID_INTRA_OP_THREADS="1", REID_API_KEY=API_KEY, REID_MAX_UPLOAD_BYTES="2000000",
-        REID_LOG_LEVEL="INFO",
-    )
-    environment.update(extra)
-    return environment
-
-
-class Server:
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"X-API-Key": API_KEY}, timeout=60.0, **kwargs)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextmanager
-def running_server(model: Path, data_dir: Path, log_path: Path, command: str = "module", **extra_env: str):
-    """Starts the service (``python -m service`` or ``uvicorn service.app:app``) and waits until it answers."""
-    port = free_port()
-    if command == "module":
-        argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        argv = [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(argv, cwd=REPO_ROOT, env=server_environment(model, data_dir, **extra_env),
-                                   stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(process, port, log_path)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited with {process.returncode}:\n{server.log()[-3000:]}")
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server did not come up:\n{server.log()[-3000:]}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
 
 def frames_upload(seed: int, count: int = 6):
     return [("frames", (f"{k}.png", encode_image(frame), "image/png"))
@@ -119,7 +46,7 @@ def snapshot(client: httpx.Client) -> tuple[list[dict], dict[str, list]]:
 
 def test_gallery_lifecycle_over_http_with_restart(tiny_model, tmp_path):
     data_dir, log_path = tmp_path / "gallery", tmp_path / "server.log"
-    with running_server(tiny_model, data_dir, log_path) as server, server.client() as client:
+    with live_server(tiny_model, data_dir, log_path) as server, server.client() as client:
         ready = client.get("/readyz").json()
         assert ready["device"] == "cpu" and ready["gallery_size"] == 0
         plan = [("p1-c1", "p1", "c1", frames_upload(11)), ("p1-c2", "p1", "c2", video_upload(12)),
@@ -176,7 +103,7 @@ def test_gallery_lifecycle_over_http_with_restart(tiny_model, tmp_path):
     assert any("POST /tracklets 413" in line for line in request_lines)
 
     # Restart, this time as `uvicorn service.app:app`: everything enrolled is still there and ranks the same.
-    with running_server(tiny_model, data_dir, log_path, command="uvicorn") as server, server.client() as client:
+    with live_server(tiny_model, data_dir, log_path, command="uvicorn") as server, server.client() as client:
         assert client.get("/readyz").json()["gallery_size"] == 4
         items_after, rankings_after = snapshot(client)
         assert items_after == items_before
@@ -192,7 +119,7 @@ def test_every_acknowledged_enroll_survives_kill_9(tiny_model, tmp_path):
     seeds = iter(range(1000, 2000))
     seed_lock = threading.Lock()
 
-    def enroll_forever(server: Server) -> None:
+    def enroll_forever(server: LiveServer) -> None:
         with server.client() as client:
             while not stop.is_set():
                 with seed_lock:
@@ -205,7 +132,7 @@ def test_every_acknowledged_enroll_survives_kill_9(tiny_model, tmp_path):
                 if response.status_code == 201:
                     acknowledged.append(seed)
 
-    with running_server(tiny_model, data_dir, log_path) as server:
+    with live_server(tiny_model, data_dir, log_path) as server:
         workers = [threading.Thread(target=enroll_forever, args=(server,)) for _ in range(3)]
         for worker in workers:
             worker.start()
@@ -219,7 +146,7 @@ def test_every_acknowledged_enroll_survives_kill_9(tiny_model, tmp_path):
             worker.join(30)
     assert len(acknowledged) >= 8
 
-    with running_server(tiny_model, data_dir, log_path) as server, server.client() as client:
+    with live_server(tiny_model, data_dir, log_path) as server, server.client() as client:
         enrolled = {item["id"] for item in client.get("/tracklets", params={"limit": 1000}).json()["items"]}
         assert {f"s{seed}" for seed in acknowledged} <= enrolled
         for seed in acknowledged:

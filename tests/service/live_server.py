@@ -1,10 +1,11 @@
-"""A real `python -m service` process on a free loopback port, for tests that signal, kill, restart or
-starve it. Builds on the service tests' environment helper; always reaped by the context manager."""
+"""A real service process on a free loopback port (`python -m service` or `uvicorn service.app:app`), for
+tests that restart, signal, kill or starve it; always reaped by the context manager."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,19 +14,41 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from test_service_server import API_KEY, REPO_ROOT, free_port, server_environment
 
-__all__ = ["API_KEY", "LiveServer", "PrivateTmpfs", "live_server"]
+__all__ = ["API_KEY", "REPO_ROOT", "LiveServer", "PrivateTmpfs", "free_port", "live_server", "server_environment"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "server-test-key"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_environment(model: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("REID_")}
+    environment.update(
+        PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", REID_MODEL_PATH=str(model), REID_DATA_DIR=str(data_dir),
+        REID_DEVICE="cpu", REID_INTRA_OP_THREADS="1", REID_API_KEY=API_KEY, REID_MAX_UPLOAD_BYTES="2000000",
+        REID_LOG_LEVEL="INFO",
+    )
+    environment.update(extra)
+    return environment
 
 
 class LiveServer:
-    """One server process. ``prefix`` runs it under another command (e.g. ``unshare`` for a private mount)."""
+    """One server process. ``command``: "module" (`python -m service`) or "uvicorn" (`uvicorn service.app:app`);
+    ``prefix`` runs it under another command (e.g. ``nsenter`` for a private mount)."""
 
-    def __init__(self, model: Path, data_dir: Path, log_path: Path, prefix: Sequence[str] = (), **env: str):
+    def __init__(self, model: Path, data_dir: Path, log_path: Path, prefix: Sequence[str] = (),
+                 command: str = "module", **env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)]
+        launcher = ["service"] if command == "module" else ["uvicorn", "service.app:app"]
+        argv = [sys.executable, "-m", *launcher, "--host", "127.0.0.1", "--port", str(self.port)]
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [*prefix, *argv], cwd=REPO_ROOT, env=server_environment(model, data_dir, **env),
@@ -94,9 +117,9 @@ class LiveServer:
 
 @contextmanager
 def live_server(model: Path, data_dir: Path, log_path: Path, prefix: Sequence[str] = (), ready: bool = True,
-                **env: str) -> Iterator[LiveServer]:
+                command: str = "module", **env: str) -> Iterator[LiveServer]:
     """A started (and, with ``ready``, answering) server that is stopped on exit, even after a failure."""
-    server = LiveServer(model, data_dir, log_path, prefix, **env)
+    server = LiveServer(model, data_dir, log_path, prefix, command, **env)
     try:
         if ready:
             server.wait_ready()
