@@ -75,19 +75,11 @@ def ensure_exported(checkpoint: Path, onnx_path: Path) -> dict:
     if onnx_path.is_file() and card_path.is_file() and onnx_path.stat().st_mtime >= checkpoint.stat().st_mtime:
         print(f"reusing the export {onnx_path}")
         return json.loads(card_path.read_text())
-    model, info = load_checkpoint_model(checkpoint)
-    num_frames = _checkpoint_num_frames(checkpoint)
-    card = export_model(model, onnx_path, num_frames=num_frames, training_info=info)
+    model, info, num_frames = load_checkpoint_model(checkpoint)
+    card = export_model(model, onnx_path, num_frames=num_frames or 8, training_info=info)
     print(f"exported {onnx_path} (model_version {card['model_version']}, "
           f"parity {card['export']['parity_max_rel_error']:.1e})")
     return card
-
-
-def _checkpoint_num_frames(checkpoint: Path) -> int:
-    import torch
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return int(state["config"]["data"]["num_frames"])
 
 
 class ServiceProcess:

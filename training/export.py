@@ -192,8 +192,9 @@ def export_model(
     return card
 
 
-def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict]:
-    """Rebuild the network from a training checkpoint; returns it and the checkpoint's training info."""
+def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict, int | None]:
+    """Rebuild the network from a training checkpoint (read once): the network, the training info of the
+    model card, and the number of frames T it was trained with (None if the checkpoint does not say)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = build_model(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
@@ -203,7 +204,7 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict]
         "epoch": state.get("epoch"),
         "metrics": state.get("metrics"),
     }
-    return model, info
+    return model, info, _config_num_frames(state.get("config"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -239,9 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint.is_file():
             print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
             return 2
-        model, info = load_checkpoint_model(args.checkpoint)
-        state_frames = torch.load(args.checkpoint, map_location="cpu", weights_only=False).get("config", {})
-        num_frames = args.num_frames or _config_num_frames(state_frames) or 8
+        model, info, trained_frames = load_checkpoint_model(args.checkpoint)
+        num_frames = args.num_frames or trained_frames or 8
     else:
         torch.manual_seed(args.seed)
         try:

@@ -169,3 +169,14 @@ def make_dukev(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def dukev_root(tmp_path_factory) -> Path:
     return make_dukev(tmp_path_factory.mktemp("dukev"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: tiny tensors gain nothing from more, and the machine is shared."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -6,9 +6,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from training.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
@@ -25,15 +26,6 @@ def overrides(*extra: str) -> list[str]:
     for item in (*TINY, *extra):
         args += ["--set", item]
     return args
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and the test machine is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

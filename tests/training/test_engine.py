@@ -19,6 +19,8 @@ from training.engine import (
     train,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
@@ -42,15 +44,6 @@ def tiny_config(root, **overrides) -> TrainConfig:
     ]  # fmt: skip
     values += [f"{key}={value}" for key, value in overrides.items()]
     return load_config(None, values)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and the test machine is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
