@@ -23,7 +23,6 @@ from service_media import (
     zip_with_symlink,
 )
 
-import service.decoding as decoding
 from service.decoding import (
     DecodeLimits,
     NamedMedia,
@@ -32,6 +31,8 @@ from service.decoding import (
     natural_sort_key,
     to_model_frame,
 )
+from service.decoding import images as decoding_images
+from service.decoding import video as decoding_video
 from service.errors import InvalidMediaError, LimitExceededError, UnsafeArchiveError
 
 HEIGHT, WIDTH, T = 32, 16, 4
@@ -128,7 +129,7 @@ def test_huge_png_is_rejected_from_its_header_before_decoding(decoder, monkeypat
     def fail_imdecode(*args, **kwargs):
         raise AssertionError("imdecode must not run for an oversized header")
 
-    monkeypatch.setattr(decoding.cv2, "imdecode", fail_imdecode)
+    monkeypatch.setattr(decoding_images.cv2, "imdecode", fail_imdecode)
     with pytest.raises(LimitExceededError, match="20000x20000") as error:
         decoder.decode_images([NamedMedia("huge.png", png_header_only(20000, 20000))])
     assert error.value.code == "frame_too_large"
@@ -163,8 +164,8 @@ def test_video_from_a_temporary_file_when_opencv_cannot_read_memory(decoder, mon
         opened_paths.append(source)
         return real_capture(source, *args)
 
-    monkeypatch.setattr(decoding.cv2, "VideoCapture", capture_without_streams)
-    monkeypatch.setattr(decoding.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(decoding_video.cv2, "VideoCapture", capture_without_streams)
+    monkeypatch.setattr(decoding_video.tempfile, "tempdir", str(tmp_path))
     result = decoder.decode_video(encode_video(level_frames(LEVELS[:5]), "MJPG", ".avi"))
     assert result.frames_decoded == 5
     assert picked_levels(result.frames) == [LEVELS[0], LEVELS[1], LEVELS[3], LEVELS[4]]

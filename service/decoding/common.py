@@ -1,0 +1,47 @@
+"""What every decoding module shares: the limits, an uploaded file, a decoded tracklet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Upper bounds on what one upload may make the service decode."""
+
+    max_frames: int = 2000
+    max_frame_dimension: int = 4096
+    max_archive_entries: int = 2000
+    max_archive_bytes: int = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NamedMedia:
+    """One uploaded file: its name (for error messages and archive order) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DecodedTracklet:
+    """The model input for one tracklet and how it was obtained."""
+
+    frames: np.ndarray
+    """(T, H, W, 3) uint8 RGB, the sampled frames in temporal order."""
+    frames_decoded: int
+    """Frames the upload held (all of them decoded or counted)."""
+    frame_indices: tuple[int, ...]
+    """Which decoded frame each of the T model frames is."""
+
+    @property
+    def frames_used(self) -> int:
+        """Distinct decoded frames among the T model frames (fewer than T when the tracklet is short)."""
+        return len(set(self.frame_indices))
+
+
+def shorten(name: str, limit: int = 80) -> str:
+    """A client-supplied name, cut for error messages."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
