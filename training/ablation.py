@@ -16,12 +16,14 @@ import json
 import logging
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from training.config import TrainConfig, load_config
+from training.evaluation import RetrievalMetrics
 from training.rafa import HEAD_NAMES, head_label
 
 log = logging.getLogger(__name__)
@@ -30,30 +32,74 @@ log = logging.getLogger(__name__)
 DEFAULT_HEADS = ("baseline", "mg-afa:4", "sg-rafa:1", "mg-rafa:4")
 
 
-def parse_head_spec(spec: str) -> dict[str, Any]:
-    """"mg-rafa:4" -> {"head": "mg-rafa", "granularities": 4, "splits": 1}; "sg-rafa:4" sets splits (S)."""
-    name, _, number = spec.lower().partition(":")
-    if name not in HEAD_NAMES:
-        raise ValueError(f"unknown head {name!r} in {spec!r}; choose one of {', '.join(HEAD_NAMES)}")
-    if number and not number.isdigit():
-        raise ValueError(f"{spec!r}: the number after ':' is N (MG heads) or S (SG-RAFA), e.g. mg-rafa:4")
-    value = int(number) if number else (1 if name == "sg-rafa" else 4)
-    if name == "sg-rafa":
-        return {"head": name, "granularities": 1, "splits": value}
-    return {"head": name, "granularities": value, "splits": 1}
+@dataclass(frozen=True)
+class HeadSpec:
+    """One row of the ablation: a head and its N (MG heads) or S (SG-RAFA)."""
+
+    head: str
+    granularities: int
+    splits: int
+
+    @classmethod
+    def parse(cls, spec: str) -> HeadSpec:
+        """"mg-rafa:4" -> MG-RAFA with N=4 (S=1); "sg-rafa:4" sets S; no number: N=4, or S=1 for SG-RAFA."""
+        name, _, number = spec.lower().partition(":")
+        if name not in HEAD_NAMES:
+            raise ValueError(f"unknown head {name!r} in {spec!r}; choose one of {', '.join(HEAD_NAMES)}")
+        if number and not number.isdigit():
+            raise ValueError(f"{spec!r}: the number after ':' is N (MG heads) or S (SG-RAFA), e.g. mg-rafa:4")
+        value = int(number) if number else (1 if name == "sg-rafa" else 4)
+        if name == "sg-rafa":
+            return cls(name, granularities=1, splits=value)
+        return cls(name, granularities=value, splits=1)
+
+    @property
+    def slug(self) -> str:
+        """The run folder's name: baseline, mg-rafa-n4, sg-rafa-s1, ..."""
+        if self.head == "baseline":
+            return "baseline"
+        if self.head == "sg-rafa":
+            return f"sg-rafa-s{self.splits}"
+        return f"{self.head}-n{self.granularities}"
+
+    @property
+    def label(self) -> str:
+        return head_label(self.head, self.granularities, self.splits)
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        """``config`` with this head, named after it."""
+        model = dataclasses.replace(
+            config.model, head=self.head, granularities=self.granularities, splits=self.splits
+        )
+        return dataclasses.replace(config, model=model, name=f"{config.name}-{self.slug}")
 
 
-def head_slug(head: dict[str, Any]) -> str:
-    if head["head"] == "baseline":
-        return "baseline"
-    if head["head"] == "sg-rafa":
-        return f"sg-rafa-s{head['splits']}"
-    return f"{head['head']}-n{head['granularities']}"
+@dataclass
+class AblationRow:
+    """One trained head; ``result.json`` of its run folder and one row of ablation.json."""
 
+    label: str
+    spec: str
+    head: str
+    granularities: int
+    splits: int
+    metrics: RetrievalMetrics | None
+    cmc: list[float] | None
+    epochs: int
+    wall_time_s: float
+    head_parameters: int
+    total_parameters: int
+    checkpoint: str | None
 
-def config_for_head(config: TrainConfig, head: dict[str, Any]) -> TrainConfig:
-    model = dataclasses.replace(config.model, **head)
-    return dataclasses.replace(config, model=model, name=f"{config.name}-{head_slug(head)}")
+    def as_json(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["metrics"] = self.metrics.as_dict() if self.metrics is not None else None
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> AblationRow:
+        metrics = values.get("metrics")
+        return cls(**{**values, "metrics": RetrievalMetrics.from_dict(metrics) if metrics else None})
 
 
 def head_parameters(config: TrainConfig) -> tuple[int, int]:
@@ -84,49 +130,48 @@ def describe_machine() -> str:
 
 def run_ablation(
     config: TrainConfig, heads: list[str], output_dir: str | Path, resume: bool = False
-) -> list[dict[str, Any]]:
+) -> list[AblationRow]:
     """Train ``config`` once per head spec; returns one row per head and writes ablation.md / .json."""
-    from training.engine import train
+    from training.distributed import DistributedContext
+    from training.trainer import train
 
     output_dir = Path(output_dir)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = DistributedContext.from_environment().is_main
     rows = []
     for spec in heads:
-        head = parse_head_spec(spec)
-        head_config = config_for_head(config, head)
-        run_dir = output_dir / head_slug(head)
+        head = HeadSpec.parse(spec)
+        head_config = head.apply(config)
+        run_dir = output_dir / head.slug
         result_path = run_dir / "result.json"
         if resume and result_path.is_file():
             with open(result_path, encoding="utf-8") as handle:
-                row = json.load(handle)
-            log.info("%s: already trained, reusing %s", row["label"], result_path)
+                row = AblationRow.from_json(json.load(handle))
+            log.info("%s: already trained, reusing %s", row.label, result_path)
         else:
-            log.info("ablation: training %s into %s", head_label(**head_label_args(head)), run_dir)
+            log.info("ablation: training %s into %s", head.label, run_dir)
             result = train(head_config, run_dir, resume=resume and (run_dir / "last.pt").is_file())
             head_params, total_params = head_parameters(head_config)
-            row = {
-                "label": result["label"],
-                "spec": spec,
-                **head,
-                "metrics": result["metrics"],
-                "cmc": result["cmc"],
-                "epochs": result["epochs"],
-                "wall_time_s": result["wall_time_s"],
-                "head_parameters": head_params,
-                "total_parameters": total_params,
-                "checkpoint": result["final_checkpoint"],
-            }
+            row = AblationRow(
+                label=result.label,
+                spec=spec,
+                head=head.head,
+                granularities=head.granularities,
+                splits=head.splits,
+                metrics=result.metrics,
+                cmc=result.cmc,
+                epochs=result.epochs,
+                wall_time_s=result.wall_time_s,
+                head_parameters=head_params,
+                total_parameters=total_params,
+                checkpoint=result.final_checkpoint,
+            )
             if is_main:
                 with open(result_path, "w", encoding="utf-8") as handle:
-                    json.dump(row, handle, indent=2)
+                    json.dump(row.as_json(), handle, indent=2)
         rows.append(row)
         if is_main:
             write_tables(rows, config, output_dir)
     return rows
-
-
-def head_label_args(head: dict[str, Any]) -> dict[str, Any]:
-    return {"name": head["head"], "granularities": head["granularities"], "splits": head["splits"]}
 
 
 def format_duration(seconds: float) -> str:
@@ -135,7 +180,7 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
 
 
-def ablation_markdown(rows: list[dict[str, Any]], config: TrainConfig, machine: str) -> str:
+def ablation_markdown(rows: list[AblationRow], config: TrainConfig, machine: str) -> str:
     """The Table-2-style markdown table (metrics in %)."""
     model, data = config.model, config.data
     lines = [
@@ -148,24 +193,24 @@ def ablation_markdown(rows: list[dict[str, Any]], config: TrainConfig, machine: 
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        metrics = row["metrics"]
-        if metrics:
-            cells = [f"{100 * metrics[key]:.1f}" for key in ("mAP", "rank1", "rank5", "rank10", "rank20")]
+        if row.metrics is not None:
+            cells = [f"{100 * value:.1f}" for value in row.metrics.as_dict().values()]
         else:
             cells = ["n/a"] * 5
         lines.append(
-            f"| {row['label']} | {' | '.join(cells)} | {row['head_parameters'] / 1e6:.3f} M | "
-            f"{format_duration(row['wall_time_s'])} |"
+            f"| {row.label} | {' | '.join(cells)} | {row.head_parameters / 1e6:.3f} M | "
+            f"{format_duration(row.wall_time_s)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows: list[dict[str, Any]], config: TrainConfig, output_dir: Path) -> None:
+def write_tables(rows: list[AblationRow], config: TrainConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()
     (output_dir / "ablation.md").write_text(ablation_markdown(rows, config, machine), encoding="utf-8")
     with open(output_dir / "ablation.json", "w", encoding="utf-8") as handle:
-        json.dump({"config": config.to_dict(), "machine": machine, "rows": rows}, handle, indent=2)
+        rows_json = [row.as_json() for row in rows]
+        json.dump({"config": config.to_dict(), "machine": machine, "rows": rows_json}, handle, indent=2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,9 +233,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     for spec in args.heads:
-        parse_head_spec(spec)  # fail before hours of training, not after
+        HeadSpec.parse(spec)  # fail before hours of training, not after
     rows = run_ablation(config, args.heads, args.out, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
+    from training.distributed import DistributedContext
+
+    if DistributedContext.from_environment().is_main:
         print((args.out / "ablation.md").read_text(encoding="utf-8"))
         print(f"wrote {args.out / 'ablation.md'} and {args.out / 'ablation.json'} ({len(rows)} heads)")
     return 0

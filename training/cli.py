@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -127,15 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool) -> None:
+    from training.distributed import DistributedContext
+
     # Under torchrun only rank 0 speaks, unless something goes wrong.
-    rank = int(os.environ.get("RANK", "0"))
-    level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
+    is_main = DistributedContext.from_environment().is_main
+    level = logging.DEBUG if verbose else (logging.INFO if is_main else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def run_train(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.engine import format_metrics, train, train_all_splits
+    from training.distributed import DistributedContext
+    from training.evaluation import format_metrics
+    from training.trainer import train, train_all_splits
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -144,23 +147,24 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append(f"data.split_id={args.split_id}")
     config = load_config(args.config, overrides)
     output = args.output or Path("runs") / config.name
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = DistributedContext.from_environment().is_main
     if args.all_splits:
         summary = train_all_splits(config, output, resume=bool(args.resume))
-        if is_main and "mean_metrics" in summary:
-            print(f"mean over {len(summary['splits'])} split(s) of {config.data.dataset}: "
-                  f"{format_metrics(summary['mean_metrics'])}  ->  {output / 'all_splits.json'}")
+        if is_main and summary.mean_metrics is not None:
+            print(f"mean over {len(summary.splits)} split(s) of {config.data.dataset}: "
+                  f"{format_metrics(summary.mean_metrics)}  ->  {output / 'all_splits.json'}")
         return 0
     result = train(config, output, resume=args.resume)
     if is_main:
-        metrics = format_metrics(result["metrics"]) if result["metrics"] else "not evaluated"
-        print(f"{result['label']} on {config.data.dataset}: {metrics}; "
-              f"{result['wall_time_s'] / 60:.1f} min; checkpoint {result['final_checkpoint']}")
+        metrics = format_metrics(result.metrics) if result.metrics else "not evaluated"
+        print(f"{result.label} on {config.data.dataset}: {metrics}; "
+              f"{result.wall_time_s / 60:.1f} min; checkpoint {result.final_checkpoint}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from training.engine import evaluate_checkpoint, format_metrics
+    from training.evaluation import format_metrics
+    from training.run_evaluation import evaluate_checkpoint
 
     report = evaluate_checkpoint(
         args.checkpoint,
@@ -171,10 +175,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
     )
-    print(report["protocol"])
-    print(f"{report['model']} on {report['dataset']} ({report['mode']}, {report['num_query']} queries, "
-          f"{report['num_gallery']} gallery tracklets): {format_metrics(report)}")
-    print(f"wrote {report['output_dir']}/metrics.json, cmc.png, ranked_lists.png")
+    print(report.protocol)
+    print(f"{report.model} on {report.dataset} ({report.mode}, {report.num_query} queries, "
+          f"{report.num_gallery} gallery tracklets): {format_metrics(report.metrics)}")
+    print(f"wrote {report.output_dir}/metrics.json, cmc.png, ranked_lists.png")
     return 0
 
 

@@ -55,7 +55,7 @@ def ensure_data(root: Path, seed: int, identities: int) -> None:
 
 def ensure_trained(config_path: Path, data_root: Path, run_dir: Path, overrides: list[str]) -> Path:
     from training.config import load_config
-    from training.engine import train
+    from training.trainer import train
 
     final = run_dir / "final.pt"
     if final.is_file():
@@ -76,7 +76,7 @@ def ensure_exported(checkpoint: Path, onnx_path: Path) -> dict:
         print(f"reusing the export {onnx_path}")
         return json.loads(card_path.read_text())
     model, info, num_frames = load_checkpoint_model(checkpoint)
-    card = export_model(model, onnx_path, num_frames=num_frames or 8, training_info=info)
+    card = export_model(model, onnx_path, num_frames=num_frames, training_info=info)
     print(f"exported {onnx_path} (model_version {card['model_version']}, "
           f"parity {card['export']['parity_max_rel_error']:.1e})")
     return card
@@ -199,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
     step("3/6 offline evaluation (PyTorch)")
     from training.data import load_dataset
-    from training.engine import evaluate_checkpoint
-    from training.evaluation import cmc_at, evaluate
+    from training.evaluation import evaluate, metrics_from_cmc
+    from training.run_evaluation import evaluate_checkpoint
 
     # "test" sampling: T chunk-centre frames, exactly what the service samples.
-    offline = evaluate_checkpoint(checkpoint, args.data_root, args.run_dir / "eval", mode="test")
+    offline_report = evaluate_checkpoint(checkpoint, args.data_root, args.run_dir / "eval", mode="test")
 
     step("4/6 export to ONNX")
     card = ensure_exported(checkpoint, args.model)
@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         q_cams = np.array([t.camid for t in dataset.query])
         g_cams = np.array([t.camid for t in dataset.gallery])
         cmc, mean_ap = evaluate(distances, q_pids, g_pids, q_cams, g_cams)
-        served = {"mAP": float(mean_ap), **cmc_at(cmc)}
+        served = metrics_from_cmc(cmc, mean_ap).as_dict()
+        offline = offline_report.as_json()
         print(f"enrolled {len(dataset.gallery)} tracklets in {timings['enroll_s']:.1f} s, "
               f"answered {len(dataset.query)} queries in {timings['query_s']:.1f} s")
 

@@ -7,8 +7,10 @@ true match is skipped. Ties keep the gallery order (stable sort).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +18,9 @@ log = logging.getLogger(__name__)
 
 #: Gallery pid that never counts (MARS junk tracks).
 JUNK_PID = -1
+
+#: The CMC ranks every report gives.
+RANKS = (1, 5, 10, 20)
 
 
 def squared_l2_distances(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -86,6 +91,38 @@ def evaluate(
     return cmc, ap_sum / num_valid
 
 
-def cmc_at(cmc: np.ndarray, ranks: Sequence[int] = (1, 5, 10, 20)) -> dict[str, float]:
-    """``{"rank1": cmc[0], "rank5": cmc[4], ...}`` for the ranks the curve covers."""
-    return {f"rank{r}": float(cmc[r - 1]) for r in ranks if 1 <= r <= len(cmc)}
+@dataclass(frozen=True)
+class RetrievalMetrics:
+    """mAP and the CMC at ranks 1, 5, 10, 20, as fractions in [0, 1]."""
+
+    mAP: float
+    rank1: float
+    rank5: float
+    rank10: float
+    rank20: float
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"mAP", "rank1", ...}``: how checkpoints, metrics.jsonl and the JSON reports store them."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, float]) -> RetrievalMetrics:
+        return cls(**{name: float(values[name]) for name in ("mAP", *(f"rank{rank}" for rank in RANKS))})
+
+    @classmethod
+    def mean(cls, metrics: Sequence[RetrievalMetrics]) -> RetrievalMetrics:
+        """Field by field mean (how iLIDS-VID / PRID2011 results over their splits are reported)."""
+        return cls(**{f.name: float(np.mean([getattr(m, f.name) for m in metrics])) for f in dataclasses.fields(cls)})
+
+
+def metrics_from_cmc(cmc: np.ndarray, mean_ap: float) -> RetrievalMetrics:
+    """The reported metrics of a CMC curve and an mAP (a curve shorter than 20 repeats its last rank)."""
+    return RetrievalMetrics(float(mean_ap), *(float(cmc[min(rank, len(cmc)) - 1]) for rank in RANKS))
+
+
+def format_metrics(metrics: RetrievalMetrics) -> str:
+    """One readable line: ``mAP 50.0%  R1 60.0%  R5 ...``."""
+    return (
+        f"mAP {metrics.mAP:.1%}  R1 {metrics.rank1:.1%}  R5 {metrics.rank5:.1%}  "
+        f"R10 {metrics.rank10:.1%}  R20 {metrics.rank20:.1%}"
+    )

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.model import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, VideoReIDModel, build_model
+from training.checkpoint import load_checkpoint
+from training.model import IMAGENET_MEAN, IMAGENET_STD, VideoReIDModel, build_model
 from training.rafa import DEFAULT_REDUCTION, HEAD_NAMES
 
 log = logging.getLogger(__name__)
@@ -192,19 +193,17 @@ def export_model(
     return card
 
 
-def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict, int | None]:
-    """Rebuild the network from a training checkpoint (read once): the network, the training info of the
-    model card, and the number of frames T it was trained with (None if the checkpoint does not say)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = build_model(ModelConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
+def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict, int]:
+    """Rebuild the network from a training checkpoint (read once, by the training side's one loader): the
+    network, the training info of the model card, and the number of frames T it was trained with."""
+    state = load_checkpoint(checkpoint)
     info = {
-        "dataset": state.get("dataset"),
+        "dataset": state.dataset,
         "checkpoint": str(checkpoint),
-        "epoch": state.get("epoch"),
-        "metrics": state.get("metrics"),
+        "epoch": state.epoch,
+        "metrics": state.metrics.as_dict() if state.metrics is not None else None,
     }
-    return model, info, _config_num_frames(state.get("config"))
+    return state.build_model(), info, state.num_frames
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
             return 2
         model, info, trained_frames = load_checkpoint_model(args.checkpoint)
-        num_frames = args.num_frames or trained_frames or 8
+        num_frames = args.num_frames or trained_frames
     else:
         torch.manual_seed(args.seed)
         try:
@@ -265,16 +264,6 @@ def main(argv: list[str] | None = None) -> int:
           f"dim {card['embedding']['dim']}, model_version {card['model_version']}, "
           f"parity max rel error {card['export']['parity_max_rel_error']:.1e}")
     return 0
-
-
-def _config_num_frames(config: dict) -> int | None:
-    """T from a checkpoint's training config, flat or nested under a 'data' section."""
-    if not isinstance(config, dict):
-        return None
-    if isinstance(config.get("num_frames"), int):
-        return config["num_frames"]
-    data = config.get("data")
-    return data.get("num_frames") if isinstance(data, dict) else None
 
 
 if __name__ == "__main__":

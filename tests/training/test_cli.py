@@ -103,21 +103,23 @@ def make_tiny_ilidsvid(root: Path, num_persons: int = 8) -> Path:
 
 def test_all_splits_trains_each_split_and_averages(tmp_path):
     from training.config import load_config
-    from training.engine import train_all_splits
+    from training.trainer import train_all_splits
 
     root = make_tiny_ilidsvid(tmp_path / "ilids")
     config = load_config(CONFIGS / "ilidsvid.yaml", [*TINY, f"data.root={root}", "model.backbone=resnet18",
                                                       "model.pretrained=null", "sampler.num_identities=2"])
     summary = train_all_splits(config, tmp_path / "runs", split_ids=[0, 1])
-    assert [entry["split_id"] for entry in summary["splits"]] == [0, 1]
+    assert [split_id for split_id, _ in summary.splits] == [0, 1]
     assert (tmp_path / "runs" / "split00" / "final.pt").is_file()
     assert (tmp_path / "runs" / "split01" / "final.pt").is_file()
-    per_split = [entry["metrics"]["rank1"] for entry in summary["splits"]]
-    assert summary["mean_metrics"]["rank1"] == pytest.approx(np.mean(per_split))
-    mean_cmc = np.mean([entry["cmc"] for entry in summary["splits"]], axis=0)
-    np.testing.assert_allclose(summary["mean_cmc"], mean_cmc)
+    per_split = [result.metrics.rank1 for _, result in summary.splits]
+    assert summary.mean_metrics.rank1 == pytest.approx(np.mean(per_split))
+    mean_cmc = np.mean([result.cmc for _, result in summary.splits], axis=0)
+    np.testing.assert_allclose(summary.mean_cmc, mean_cmc)
     saved = json.loads((tmp_path / "runs" / "all_splits.json").read_text())
-    assert saved["mean_metrics"] == pytest.approx(summary["mean_metrics"])
+    assert saved["mean_metrics"] == pytest.approx(summary.mean_metrics.as_dict())
+    assert [entry["split_id"] for entry in saved["splits"]] == [0, 1]
+    assert saved["splits"][1]["metrics"] == summary.splits[1][1].metrics.as_dict()
 
 
 def test_forwarded_commands_reach_their_own_parsers(capsys):

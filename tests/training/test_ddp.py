@@ -8,9 +8,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from training.checkpoint import load_checkpoint
 from training.config import load_config
 from training.data.synthetic import generate_synthetic
-from training.engine import Trainer, load_checkpoint
+from training.trainer import Trainer
 
 WORLD_SIZE = 2
 
@@ -73,8 +74,8 @@ def test_two_processes_end_with_identical_weights(tmp_path):
     # Rank 0 alone wrote the run; the checkpoint holds its weights and both ranks' random states.
     assert (output / "final.pt").is_file() and (output / "metrics.jsonl").is_file()
     last = load_checkpoint(output / "last.pt")
-    assert last["world_size"] == WORLD_SIZE and len(last["rng"]) == WORLD_SIZE
-    for name, value in last["model"].items():
+    assert last.world_size == WORLD_SIZE and len(last.rng) == WORLD_SIZE
+    for name, value in last.model.items():
         if f"model.{name}" in rank0["final"]:
             assert torch.equal(value, rank0["final"][f"model.{name}"]), name
     with open(output / "metrics.jsonl", encoding="utf-8") as handle:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.evaluation import cmc_at, evaluate, squared_l2_distances
+from training.evaluation import RetrievalMetrics, evaluate, format_metrics, metrics_from_cmc, squared_l2_distances
 from training.visualize import plot_cmc, plot_ranked_lists, write_metrics
 
 
@@ -123,10 +123,17 @@ def test_squared_l2_distances_matches_brute_force():
     assert squared_l2_distances(query, query).min() >= 0.0
 
 
-def test_cmc_at():
-    cmc = np.linspace(0.5, 1.0, 20)
-    assert cmc_at(cmc) == {"rank1": 0.5, "rank5": cmc[4], "rank10": cmc[9], "rank20": 1.0}
-    assert cmc_at(cmc[:6]) == {"rank1": 0.5, "rank5": cmc[4]}
+def test_metrics_from_cmc_picks_ranks_1_5_10_20_and_formats_them():
+    cmc = np.linspace(0.5, 1.0, 20)  # rank r -> 0.5 + (r - 1) / 38
+    metrics = metrics_from_cmc(cmc, 0.25)
+    expected = RetrievalMetrics(mAP=0.25, rank1=0.5, rank5=0.5 + 4 / 38, rank10=0.5 + 9 / 38, rank20=1.0)
+    assert metrics.as_dict() == pytest.approx(expected.as_dict(), abs=1e-15)
+    assert format_metrics(metrics) == "mAP 25.0%  R1 50.0%  R5 60.5%  R10 73.7%  R20 100.0%"
+    # A curve shorter than 20 ranks repeats its last value.
+    short = metrics_from_cmc(np.array([0.2, 0.4, 0.6]), 0.1)
+    assert (short.rank1, short.rank5, short.rank10, short.rank20) == (0.2, 0.6, 0.6, 0.6)
+    assert RetrievalMetrics.from_dict(metrics.as_dict()) == metrics
+    assert RetrievalMetrics.mean([metrics, short]).rank1 == pytest.approx(0.35)
 
 
 # ---------------------------------------------------------------------------------------------- writers

@@ -1,4 +1,4 @@
-"""The training engine on a tiny generated benchmark: loss falls, resume is exact, features, config, schedule."""
+"""Training on a tiny generated benchmark: loss falls, resume is exact, features, config, schedule."""
 
 import dataclasses
 import json
@@ -7,17 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from training.checkpoint import load_checkpoint
 from training.config import OptimSection, TrainConfig, load_config
 from training.data.synthetic import generate_synthetic
-from training.engine import (
-    Trainer,
-    extract_features,
-    learning_rate_factor,
-    load_checkpoint,
-    load_config_dataset,
-    model_from_checkpoint,
-    train,
-)
+from training.features import extract_features
+from training.loaders import load_config_dataset
+from training.optimization import learning_rate_factor
+from training.trainer import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,8 +65,8 @@ def test_training_writes_its_files_and_the_loss_falls(uninterrupted):
     assert {"id", "triplet", "part_id", "part_triplet", "accuracy", "total"} <= set(records[0]["loss"])
     # Evaluation every 2 epochs and at the end; metrics are fractions.
     assert "eval" not in records[0] and "eval" in records[1] and "eval" in records[2]
-    assert result["metrics"] == records[-1]["eval"]
-    assert 0.0 <= result["metrics"]["mAP"] <= 1.0 and len(result["cmc"]) == 20
+    assert result.metrics.as_dict() == records[-1]["eval"]
+    assert 0.0 <= result.metrics.mAP <= 1.0 and len(result.cmc) == 20
     # lr: warm-up epoch at 0.1 x lr, then lr, then divided by 10 at the milestone.
     assert [r["lr"] for r in records] == pytest.approx([3.5e-5, 3.5e-4, 3.5e-5])
 
@@ -78,22 +74,23 @@ def test_training_writes_its_files_and_the_loss_falls(uninterrupted):
 def test_checkpoint_holds_what_export_and_resume_need(uninterrupted):
     output, result = uninterrupted
     final = load_checkpoint(output / "final.pt")
-    assert final["epoch"] == 3 and final["dataset"] == "synthetic"
-    assert final["model_config"]["head"] == "mg-rafa" and final["model_config"]["backbone"] == "resnet18"
-    assert set(final["metrics"]) == {"mAP", "rank1", "rank5", "rank10", "rank20"}
-    assert final["config"]["data"]["num_frames"] == 2
+    assert final.epoch == 3 and final.dataset == "synthetic"
+    assert final.model_config["head"] == "mg-rafa" and final.model_config["backbone"] == "resnet18"
+    assert final.metrics == result.metrics and final.cmc == result.cmc
+    assert final.config["data"]["num_frames"] == 2 and final.num_frames == 2
+    assert not final.resumable and final.optimizer is None and final.rng is None and final.criterion
     last = load_checkpoint(output / "last.pt")
-    assert {"optimizer", "scheduler", "scaler", "rng", "criterion"} <= set(last)
-    for key, value in final["model"].items():
-        assert torch.equal(value, last["model"][key]), key
+    assert last.resumable and last.scheduler and last.scaler is not None and last.criterion
+    for key, value in final.model.items():
+        assert torch.equal(value, last.model[key]), key
 
 
 def test_resume_after_an_interruption_ends_with_the_same_weights(uninterrupted, tiny_root, tmp_path):
     reference_dir, _ = uninterrupted
     config = tiny_config(tiny_root)
     stopped = Trainer(config, tmp_path).fit(stop_after=1)
-    assert stopped["final_checkpoint"] is None and not (tmp_path / "final.pt").exists()
-    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert stopped.final_checkpoint is None and not (tmp_path / "final.pt").exists()
+    assert load_checkpoint(tmp_path / "last.pt").epoch == 1
     resumed = Trainer(config, tmp_path, resume=True)
     assert resumed.start_epoch == 1
     resumed.fit()
@@ -101,9 +98,10 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(uninterrupted, 
     reference = load_checkpoint(reference_dir / "final.pt")
     result = load_checkpoint(tmp_path / "final.pt")
     for section in ("model", "criterion"):
-        for key, value in reference[section].items():
-            assert torch.allclose(value.float(), result[section][key].float(), atol=1e-6, rtol=0), (section, key)
-    assert result["metrics"] == pytest.approx(reference["metrics"])
+        for key, value in getattr(reference, section).items():
+            ours = getattr(result, section)[key]
+            assert torch.allclose(value.float(), ours.float(), atol=1e-6, rtol=0), (section, key)
+    assert result.metrics.as_dict() == pytest.approx(reference.metrics.as_dict())
     # metrics.jsonl has each epoch once, and the resumed lines equal the uninterrupted ones.
     resumed_log = read_jsonl(tmp_path / "metrics.jsonl")
     reference_log = read_jsonl(reference_dir / "metrics.jsonl")
@@ -118,10 +116,10 @@ def test_random_states_round_trip_through_a_checkpoint(uninterrupted):
     # and resume restores them: check the save/restore round trip itself.
     import random
 
-    from training.engine import capture_rng_state, restore_rng_state
+    from training.randomness import capture_rng_state, restore_rng_state
 
     output, _ = uninterrupted
-    saved = load_checkpoint(output / "last.pt")["rng"]
+    saved = load_checkpoint(output / "last.pt").rng
     assert len(saved) == 1 and {"python", "numpy", "torch"} <= set(saved[0])
     state = capture_rng_state()
     first = (random.random(), np.random.rand(), torch.rand(1).item())
@@ -132,8 +130,8 @@ def test_random_states_round_trip_through_a_checkpoint(uninterrupted):
 def test_dense_features_average_the_clip_features(uninterrupted, tiny_root):
     output, _ = uninterrupted
     checkpoint = load_checkpoint(output / "final.pt")
-    config = TrainConfig.from_dict(checkpoint["config"])
-    model = model_from_checkpoint(checkpoint, torch.device("cpu"))
+    config = checkpoint.train_config()
+    model = checkpoint.build_model(torch.device("cpu"))
     dataset = load_config_dataset(config)
     tracklets = dataset.query[:3]
     test_features = extract_features(model, tracklets, config, mode="test", batch_size=2, progress=False)

@@ -1,0 +1,146 @@
+"""Evaluating a saved run: :func:`evaluate_checkpoint` writes metrics.json, a CMC curve and ranked lists."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.distributed import resolve_device
+from training.evaluation import JUNK_PID, RetrievalMetrics, format_metrics
+from training.features import evaluate_model
+from training.loaders import load_config_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate_checkpoint` measured; ``as_json()`` is the content of metrics.json."""
+
+    metrics: RetrievalMetrics
+    cmc: list[float]
+    dataset: str
+    split_id: int
+    protocol: str
+    mode: str
+    num_frames: int
+    #: The head's label, e.g. "MG-RAFA(N=4)".
+    model: str
+    checkpoint: str
+    epoch: int
+    num_query: int
+    num_gallery: int
+    seconds: float
+    output_dir: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The metrics flat at the top ("mAP", "rank1", ...), then every other field."""
+        values = dataclasses.asdict(self)
+        return {**self.metrics.as_dict(), **{key: value for key, value in values.items() if key != "metrics"}}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset_root: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    mode: str | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    num_ranked_queries: int = 6,
+) -> EvaluationReport:
+    """Evaluate a checkpoint on its dataset's query/gallery; write metrics.json, cmc.png and ranked_lists.png.
+
+    ``dataset_root`` defaults to the root the run was trained on, ``output_dir`` to ``eval_<mode>`` beside
+    the checkpoint, ``mode`` to the run's test mode ("test" or "dense").
+    """
+    from training.visualize import plot_cmc, write_metrics
+
+    checkpoint_path = Path(checkpoint)
+    state = load_checkpoint(checkpoint_path)
+    config = state.train_config()
+    if num_workers is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=num_workers))
+    mode = mode or config.data.test_mode
+    output_dir = Path(output_dir) if output_dir else checkpoint_path.parent / f"eval_{mode}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_config_dataset(config, dataset_root)
+    log.info("%s", dataset.protocol)
+    model = state.build_model(resolve_device(device))
+    label = model.config.label
+    started = time.perf_counter()
+    result = evaluate_model(model, dataset, config, mode, batch_size)
+    report = EvaluationReport(
+        metrics=result.metrics,
+        cmc=result.cmc.tolist(),
+        dataset=config.data.dataset,
+        split_id=config.data.split_id,
+        protocol=dataset.protocol,
+        mode=mode,
+        num_frames=config.data.num_frames,
+        model=label,
+        checkpoint=str(checkpoint_path),
+        epoch=state.epoch,
+        num_query=len(dataset.query),
+        num_gallery=len(dataset.gallery),
+        seconds=time.perf_counter() - started,
+        output_dir=str(output_dir),
+    )
+    write_metrics(report.as_json(), output_dir / "metrics.json")
+    plot_cmc({f"{label}, {config.data.dataset} ({mode})": result.cmc}, output_dir / "cmc.png")
+    draw_ranked_lists(dataset, result.distances, config, output_dir / "ranked_lists.png", num_ranked_queries)
+    log.info("%s %s on %s (%s): %s", label, checkpoint_path.name, config.data.dataset, mode,
+             format_metrics(result.metrics))
+    log.info("wrote %s, %s and %s", output_dir / "metrics.json", output_dir / "cmc.png",
+             output_dir / "ranked_lists.png")
+    return report
+
+
+def draw_ranked_lists(
+    dataset, distances: np.ndarray, config: TrainConfig, path: Path, num_queries: int = 6, top_k: int = 8
+) -> None:
+    """Picture a few queries (their T test frames) beside their top-k gallery tracklets, true matches marked.
+
+    The gallery is filtered per query exactly as the metric does (same person and camera removed, junk
+    removed); queries are spread evenly over those that have a true match.
+    """
+    from training.data.sampling import chunk_frame_indices
+    from training.data.transforms import load_frame
+    from training.visualize import plot_ranked_lists
+
+    height, width = config.model.height, config.model.width
+    gallery_pids = np.array([t.pid for t in dataset.gallery])
+    gallery_camids = np.array([t.camid for t in dataset.gallery])
+
+    def middle_frame(tracklet) -> np.ndarray:
+        return load_frame(tracklet.frames[len(tracklet.frames) // 2], height, width)
+
+    candidates = []
+    for index, query in enumerate(dataset.query):
+        valid = (gallery_pids != JUNK_PID) & ~((gallery_pids == query.pid) & (gallery_camids == query.camid))
+        if (valid & (gallery_pids == query.pid)).any():
+            candidates.append((index, valid))
+    if not candidates:
+        log.warning("no query has a true match: no ranked-list picture")
+        return
+    picks = np.linspace(0, len(candidates) - 1, min(num_queries, len(candidates))).round().astype(int)
+    query_frames, gallery_frames, matches, shown_distances = [], [], [], []
+    for pick in picks:
+        index, valid = candidates[pick]
+        query = dataset.query[index]
+        frame_indices = chunk_frame_indices(len(query.frames), min(config.data.num_frames, 4))
+        query_frames.append(np.stack([load_frame(query.frames[i], height, width) for i in frame_indices]))
+        order = np.argsort(distances[index], kind="stable")
+        order = order[valid[order]][:top_k]
+        gallery_frames.append([middle_frame(dataset.gallery[g]) for g in order])
+        matches.append([bool(gallery_pids[g] == query.pid) for g in order])
+        shown_distances.append([float(distances[index, g]) for g in order])
+    plot_ranked_lists(query_frames, gallery_frames, matches, path, distances=shown_distances)
