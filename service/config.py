@@ -77,6 +77,24 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level name.")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = its default.")
 
+    detector: str = Field(
+        "background",
+        description="Person detector of footage jobs: `background` (MOG2 background subtraction, weight-free, "
+        "fixed cameras), `background-knn`, or the path of an ONNX person detector (YOLO-family outputs, see "
+        "service/footage/onnx_detector.py), run on REID_DEVICE.",
+    )
+    detector_threshold: float = Field(0.25, ge=0, le=1, description="ONNX detectors: lowest person score kept.")
+    detector_person_class: int = Field(0, ge=0, description="ONNX detectors: class index of 'person' (COCO: 0).")
+    footage_max_tracklet_s: float = Field(
+        10.0, gt=0, description="A long track is cut into a tracklet every this many seconds."
+    )
+    footage_min_track_frames: int = Field(
+        8, ge=1, description="Tracklets observed in fewer frames are dropped (not enrolled or queried)."
+    )
+    footage_min_box_height: float = Field(
+        40.0, ge=0, description="Tracklets whose median box is shorter (pixels) are dropped."
+    )
+
     @property
     def api_keys(self) -> tuple[str, ...]:
         """The accepted keys (empty: authentication off)."""

@@ -39,8 +39,10 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_MAX_BATCH": "3", "REID_MAX_WAIT_MS": "2.5", "REID_QUEUE_SIZE": "5", "REID_DOCS_ENABLED": "false",
         "REID_LOG_LEVEL": "DEBUG", "REID_INTRA_OP_THREADS": "2", "REID_BODY_TIMEOUT_S": "7.5",
         "REID_MAX_CONCURRENT_UPLOADS": "4", "REID_MAX_METADATA_BYTES": "100", "REID_DOCS_PUBLIC": "true",
-        "REID_SHUTDOWN_TIMEOUT_S": "3",
-    }
+        "REID_SHUTDOWN_TIMEOUT_S": "3", "REID_DETECTOR": "/m/yolo.onnx", "REID_DETECTOR_THRESHOLD": "0.4",
+        "REID_DETECTOR_PERSON_CLASS": "1", "REID_FOOTAGE_MAX_TRACKLET_S": "4.5", "REID_FOOTAGE_MIN_TRACK_FRAMES": "3",
+        "REID_FOOTAGE_MIN_BOX_HEIGHT": "24",
+    }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
@@ -52,6 +54,10 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert settings.docs_enabled is False and settings.log_level == "DEBUG" and settings.intra_op_threads == 2
     assert (settings.body_timeout_s, settings.max_concurrent_uploads, settings.max_metadata_bytes) == (7.5, 4, 100)
     assert settings.docs_public is True and settings.shutdown_timeout_s == 3
+    assert (settings.detector, settings.detector_threshold, settings.detector_person_class) == ("/m/yolo.onnx", 0.4, 1)
+    assert (settings.footage_max_tracklet_s, settings.footage_min_track_frames, settings.footage_min_box_height) == (
+        4.5, 3, 24.0,
+    )  # fmt: skip
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 
