@@ -2,7 +2,7 @@
 
     python -m training synthetic --root data/synthetic           generate the CPU benchmark
     python -m training train --config training/configs/synthetic.yaml
-    python -m training evaluate --checkpoint runs/synthetic-mg-rafa/final.pt
+    python -m training evaluate --checkpoint runs/synthetic-mg-rafa/final.pt [--rerank]
     python -m training export --checkpoint runs/synthetic-mg-rafa/final.pt --out models/synthetic.onnx
     python -m training complexity
     python -m training ablation --config training/configs/synthetic.yaml --heads baseline mg-rafa:4
@@ -17,6 +17,8 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from models.rerank import K1, K2, LAMBDA, SHORTLIST_SIZE, RerankParameters
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     evaluate.add_argument("--batch-size", type=int, help="tracklets (test) or clips (dense) per forward pass")
     evaluate.add_argument("--num-workers", type=int, help="data-loading processes (default: the run's)")
+    evaluate.add_argument(
+        "--rerank", action="store_true",
+        help="k-reciprocal re-ranking (Zhong et al. 2017) on a shortlist, the same code as the service's rerank=true",
+    )
+    evaluate.add_argument("--rerank-k1", type=int, default=K1, help="k-reciprocal neighbours (default: %(default)s)")
+    evaluate.add_argument("--rerank-k2", type=int, default=K2, help="local query expansion (default: %(default)s)")
+    evaluate.add_argument("--rerank-lambda", type=float, default=LAMBDA,
+                          help="weight of the original distance (default: %(default)s)")
+    evaluate.add_argument("--rerank-shortlist", type=int, default=SHORTLIST_SIZE,
+                          help="query neighbours whose own neighbours join the shortlist (default: %(default)s)")
 
     from training.ablation import add_arguments as add_ablation_arguments
 
@@ -174,9 +186,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        rerank=RerankParameters(args.rerank_k1, args.rerank_k2, args.rerank_lambda, args.rerank_shortlist)
+        if args.rerank else None,
     )
     print(report.protocol)
-    print(f"{report.model} on {report.dataset} ({report.mode}, {report.num_query} queries, "
+    reranked = ", k-reciprocal re-ranked" if args.rerank else ""
+    print(f"{report.model} on {report.dataset} ({report.mode}{reranked}, {report.num_query} queries, "
           f"{report.num_gallery} gallery tracklets): {format_metrics(report.metrics)}")
     print(f"wrote {report.output_dir}/metrics.json, cmc.png, ranked_lists.png")
     return 0

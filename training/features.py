@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from models.rerank import RerankParameters, rerank_distance_matrix
 from training.config import TrainConfig
 from training.data.video_dataset import TrackletDataset
 from training.evaluation import RANKS, RetrievalMetrics, evaluate, metrics_from_cmc, squared_l2_distances
@@ -112,12 +113,19 @@ def evaluate_model(
     mode: str | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    rerank: RerankParameters | None = None,
 ) -> EvaluationResult:
-    """Embed query and gallery, rank by squared l2 distance on v, and score CMC / mAP."""
+    """Embed query and gallery, rank by squared l2 distance on v, and score CMC / mAP.
+
+    With ``rerank``, the ranking is k-reciprocal re-ranked (models.rerank, the service's online code).
+    """
     mode = mode or config.data.test_mode
     query = extract_features(model, dataset.query, config, mode, batch_size, progress, "query")
     gallery = extract_features(model, dataset.gallery, config, mode, batch_size, progress, "gallery")
-    distances = squared_l2_distances(query, gallery)
+    if rerank is not None:
+        distances = rerank_distance_matrix(query, gallery, rerank)
+    else:
+        distances = squared_l2_distances(query, gallery)
     cmc, mean_ap = evaluate(
         distances,
         np.array([t.pid for t in dataset.query]),

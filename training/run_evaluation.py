@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from models.rerank import RerankParameters
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.distributed import resolve_device
@@ -40,6 +41,8 @@ class EvaluationReport:
     num_gallery: int
     seconds: float
     output_dir: str
+    #: The k-reciprocal re-ranking parameters, None when not re-ranked.
+    rerank: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The metrics flat at the top ("mAP", "rank1", ...), then every other field."""
@@ -56,11 +59,13 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     num_workers: int | None = None,
     num_ranked_queries: int = 6,
+    rerank: RerankParameters | None = None,
 ) -> EvaluationReport:
     """Evaluate a checkpoint on its dataset's query/gallery; write metrics.json, cmc.png and ranked_lists.png.
 
     ``dataset_root`` defaults to the root the run was trained on, ``output_dir`` to ``eval_<mode>`` beside
-    the checkpoint, ``mode`` to the run's test mode ("test" or "dense").
+    the checkpoint (``eval_<mode>_rerank`` with ``rerank``), ``mode`` to the run's test mode ("test" or
+    "dense"). With ``rerank``, the ranking is k-reciprocal re-ranked as the service's ``rerank=true``.
     """
     from training.visualize import plot_cmc, write_metrics
 
@@ -70,14 +75,15 @@ def evaluate_checkpoint(
     if num_workers is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=num_workers))
     mode = mode or config.data.test_mode
-    output_dir = Path(output_dir) if output_dir else checkpoint_path.parent / f"eval_{mode}"
+    suffix = "_rerank" if rerank is not None else ""
+    output_dir = Path(output_dir) if output_dir else checkpoint_path.parent / f"eval_{mode}{suffix}"
     output_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_config_dataset(config, dataset_root)
     log.info("%s", dataset.protocol)
     model = state.build_model(resolve_device(device))
     label = model.config.label
     started = time.perf_counter()
-    result = evaluate_model(model, dataset, config, mode, batch_size)
+    result = evaluate_model(model, dataset, config, mode, batch_size, rerank=rerank)
     report = EvaluationReport(
         metrics=result.metrics,
         cmc=result.cmc.tolist(),
@@ -93,6 +99,7 @@ def evaluate_checkpoint(
         num_gallery=len(dataset.gallery),
         seconds=time.perf_counter() - started,
         output_dir=str(output_dir),
+        rerank=dataclasses.asdict(rerank) if rerank is not None else None,
     )
     write_metrics(report.as_json(), output_dir / "metrics.json")
     plot_cmc({f"{label}, {config.data.dataset} ({mode})": result.cmc}, output_dir / "cmc.png")

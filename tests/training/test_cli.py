@@ -66,6 +66,14 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, t
     assert np.all(np.diff(metrics["cmc"]) >= 0) and metrics["rank1"] == metrics["cmc"][0]
     assert is_png(evaluation / "cmc.png") and is_png(evaluation / "ranked_lists.png")
 
+    code = main(["evaluate", "--checkpoint", str(run / "final.pt"), "--num-workers", "0", "--rerank",
+                 "--rerank-k1", "4", "--rerank-k2", "2"])
+    assert code == 0
+    assert "k-reciprocal re-ranked" in capsys.readouterr().out
+    reranked = json.loads((run / "eval_test_rerank" / "metrics.json").read_text())
+    assert reranked["rerank"] == {"k1": 4, "k2": 2, "lambda_value": 0.3, "shortlist_size": 30}
+    assert 0.0 <= reranked["mAP"] <= 1.0 and reranked["num_query"] == 4
+
 
 def test_ablation_writes_a_table_with_one_row_per_head(tiny_root, tmp_path, capsys):
     out = tmp_path / "ablation"

@@ -1,0 +1,1 @@
+"""The train/serve contract: torch-free code both training/ and service/ import."""
