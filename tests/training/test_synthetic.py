@@ -11,16 +11,9 @@ import pytest
 from scipy.io import loadmat
 
 from training.data import load_dataset
-from training.data.synthetic import (
-    META_FILE,
-    Appearance,
-    generate_synthetic,
-    main,
-    near_twin,
-    random_appearance,
-    random_camera,
-    render_tracklet,
-)
+from training.data.pedestrian import Appearance, draw_person, near_twin, random_appearance, render_person
+from training.data.synthetic import META_FILE, SyntheticSpec, generate_synthetic, main, render_tracklet
+from training.data.synthetic_scene import random_camera
 from training.evaluation import evaluate
 
 TINY = {
@@ -140,6 +133,36 @@ def test_rendered_tracklet_moves_and_is_not_blank():
     assert len(frames) == 6 and frames[0].shape == (64, 32, 3) and frames[0].dtype == np.uint8
     assert frames[0].std() > 10  # a person on a textured background, not a flat image
     assert np.abs(frames[0].astype(int) - frames[3].astype(int)).mean() > 1  # walking changes the frames
+
+
+def test_render_person_gives_the_person_alone_with_a_true_alpha_mask():
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        look = random_appearance(rng)
+        person = render_person(look, 100.0, phase=0.7, facing=-1)
+        height, width = person.alpha.shape
+        assert person.rgb.shape == (height, width, 3) and person.rgb.dtype == np.uint8
+        rows, columns = np.nonzero(person.mask)
+        # The whole person fits in the box (nothing touches its sides or top), feet near the bottom.
+        assert rows.min() > 0 and columns.min() > 0 and columns.max() < width - 1 and rows.max() >= height - 4
+        assert 0.15 < person.mask.mean() < 0.5 and person.alpha.max() == 1.0 and not person.rgb[~person.mask].any()
+        # Pasted on any background it gives what drawing the person on that background gives.
+        for grey in (30, 128, 220):
+            drawn = np.full((height, width, 3), grey, np.uint8)
+            draw_person(drawn, look, width / 2.0, height - 1 - 0.02 * 100.0, 100.0, 0.7, -1)
+            pasted = person.alpha[..., None] * person.rgb + (1.0 - person.alpha[..., None]) * grey
+            error = np.abs(pasted - drawn)
+            assert error.max() <= 6 and (error > 2).mean() < 0.005  # uint8 rounding at anti-aliased edges
+
+
+def test_spec_validates_and_keyword_fields_override_it(tmp_path):
+    with pytest.raises(ValueError, match="2 cameras"):
+        SyntheticSpec(num_cameras=1)
+    with pytest.raises(ValueError, match="min <= max"):
+        generate_synthetic(tmp_path / "bad", frames_per_tracklet=(5, 3))
+    assert not (tmp_path / "bad").exists()
+    spec = SyntheticSpec(frames_per_tracklet=[3, 5])
+    assert spec.frames_per_tracklet == (3, 5) and spec.as_json()["frames_per_tracklet"] == [3, 5]
 
 
 def test_command_line(tmp_path, capsys):
