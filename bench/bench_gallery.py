@@ -1,7 +1,7 @@
 """Gallery query latency: FAISS exact l2 (IndexIDMap2 over IndexFlatL2, as the service) against numpy brute force.
 
 For each gallery size: p50/p99 latency of one query (top-10) with FAISS alone, with the service's
-`GalleryStore.search` (FAISS + fetching the records from SQLite), and with numpy (precomputed norms,
+`SqliteGallery.search` (FAISS + fetching the records from SQLite), and with numpy (precomputed norms,
 one matrix-vector product, argpartition); that FAISS and numpy return the same top-10; and, for the
 store, the bulk-enroll time and the start-up time: rebuilding the index from SQLite (after a crash) and
 loading the index snapshot a clean stop leaves.
@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from bench.machine import load_average, machine_description
-from service.gallery import GalleryStore
+from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
 
 log = logging.getLogger("bench_gallery")
 TOP_K = 10
@@ -100,23 +100,23 @@ def bench_size(size: int, dim: int, queries: int, with_store: bool, work_dir: Pa
     if with_store:
         folder = Path(tempfile.mkdtemp(prefix="gallery-", dir=work_dir))
         try:
-            store = GalleryStore(folder, dim, "bench")
+            store = SqliteGallery(folder, dim, "bench")
             started = time.perf_counter()
             ids = [f"t{index}" for index in range(size)]
             for start in range(0, size, 10_000):
-                store.add_many(gallery[start : start + 10_000], ids[start : start + 10_000],
-                               camera_ids=[f"c{index % 6}" for index in range(start, min(size, start + 10_000))])
+                store.add_many([TrackletRecord(id=ids[index], camera_id=f"c{index % 6}")
+                                for index in range(start, min(size, start + 10_000))], gallery[start : start + 10_000])
             result["store_add_s"] = time.perf_counter() - started
             store.close(snapshot=False)  # as after a crash: no index snapshot, so the next start rebuilds
             started = time.perf_counter()
-            store = GalleryStore(folder, dim, "bench")
+            store = SqliteGallery(folder, dim, "bench")
             result["rebuild_s"] = time.perf_counter() - started
             assert not store.loaded_from_snapshot
             store_times, store_hits = [], []
-            store.search(query_vectors[0], TOP_K)
+            store.search(query_vectors[:1], TOP_K)
             for query in query_vectors:
                 started = time.perf_counter()
-                store_hits.append(store.search(query, TOP_K))
+                store_hits.append(store.search(query[None], TOP_K)[0])
                 store_times.append(time.perf_counter() - started)
             store_agree = sum(
                 [hit.record.id for hit in hits] == [f"t{index}" for index in numpy_ids]
@@ -125,11 +125,11 @@ def bench_size(size: int, dim: int, queries: int, with_store: bool, work_dir: Pa
             excluded_times = []
             for query in query_vectors[: max(5, queries // 5)]:
                 started = time.perf_counter()
-                store.search(query, TOP_K, exclude_camera_id="c0")
+                store.search(query[None], TOP_K, TrackletFilter(exclude_cameras=["c0"]))
                 excluded_times.append(time.perf_counter() - started)
             store.close()  # a clean stop writes the index snapshot
             started = time.perf_counter()
-            store = GalleryStore(folder, dim, "bench")
+            store = SqliteGallery(folder, dim, "bench")
             result["snapshot_load_s"] = time.perf_counter() - started
             assert store.loaded_from_snapshot
             result.update(store_times=store_times, store_agree=store_agree, excluded_times=excluded_times,
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated size:dim pairs")
     parser.add_argument("--queries", type=int, default=50, help="single queries timed per size")
     parser.add_argument("--store-max-size", type=int, default=100_000,
-                        help="also time the SQLite-backed GalleryStore up to this size")
+                        help="also time the SQLite-backed SqliteGallery up to this size")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_gallery.md"))
     args = parser.parse_args(argv)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{faiss.omp_get_max_threads()} OpenMP threads), numpy {np.__version__}.",
         f"- Load average (1/5/15 min) before: {load_before}; after: {load_after} (shared machine).",
         f"- One query at a time, top-{TOP_K}, random Gaussian float32 embeddings and queries. 'store' is the "
-        "service's GalleryStore.search: FAISS plus reading the 10 records from SQLite.",
+        "service's SqliteGallery.search: FAISS plus reading the 10 records from SQLite.",
         "- The 1M row uses dim 512 (ResNet-18's embedding) instead of 2048: 1M x 2048 float32 is 8 GB per copy "
         "(FAISS keeps its own), more than this shared 24 GB machine should hold for a benchmark.",
         "",

@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 
 from bench.machine import load_average, machine_description
-from service.gallery import GalleryStore
+from service.gallery import SqliteGallery, TrackletRecord
 
 log = logging.getLogger("bench_service")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -177,12 +177,12 @@ def bench_model(model: Path, args: argparse.Namespace, uploads: list) -> tuple[d
     data_dir = Path(tempfile.mkdtemp(prefix="bench-service-", dir=args.work_dir))
     try:
         if args.prefill:
-            store = GalleryStore(data_dir, card["embedding"]["dim"], card["model_version"])
+            store = SqliteGallery(data_dir, card["embedding"]["dim"], card["model_version"])
             rng = np.random.default_rng(0)
             for start in range(0, args.prefill, 10_000):
                 count = min(10_000, args.prefill - start)
-                store.add_many(rng.standard_normal((count, card["embedding"]["dim"]), dtype=np.float32),
-                               [f"prefill-{start + index}" for index in range(count)])
+                store.add_many([TrackletRecord(id=f"prefill-{start + index}") for index in range(count)],
+                               rng.standard_normal((count, card["embedding"]["dim"]), dtype=np.float32))
             store.close()
         server = Server(model, data_dir, args.work_dir / f"server-{model.stem}.log",
                         {"REID_MAX_BATCH": str(args.max_batch), "REID_MAX_WAIT_MS": str(args.max_wait_ms),

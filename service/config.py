@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         description="ONNX file of the exported model; its model card is the .json file beside it.",
     )
     data_dir: Path = Field(Path("gallery-data"), description="Directory of the gallery (SQLite database).")
+    gallery_backend: str = Field(
+        "sqlite",
+        description="Where the gallery lives: sqlite (SQLite records and a FAISS index in REID_DATA_DIR). An "
+        "unknown name stops the service at start-up.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="Accepted API keys, comma-separated (several at once so keys rotate without downtime). "

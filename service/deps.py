@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from service.auth import KeyChecker, credentials_from_headers
 from service.config import Settings
 from service.errors import InvalidRequestError, NotReadyError, UnauthorizedError
-from service.gallery import GalleryStore
+from service.gallery import Gallery
 from service.state import ServiceState
 
 bearer_scheme = HTTPBearer(
@@ -32,7 +32,7 @@ def get_state(request: Request) -> ServiceState:
     return state
 
 
-def get_gallery(state: Annotated[ServiceState, Depends(get_state)]) -> GalleryStore:
+def get_gallery(state: Annotated[ServiceState, Depends(get_state)]) -> Gallery:
     return state.gallery
 
 
@@ -65,6 +65,6 @@ def require_api_key(
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StateDep = Annotated[ServiceState, Depends(get_state)]
-GalleryDep = Annotated[GalleryStore, Depends(get_gallery)]
+GalleryDep = Annotated[Gallery, Depends(get_gallery)]
 APIKeyDep = Depends(require_api_key)
 SingleValuedQueryDep = Depends(reject_repeated_query_parameters)

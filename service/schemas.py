@@ -6,21 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.gallery.base import TrackletRecord
 
-class TrackletOut(BaseModel):
-    """An enrolled tracklet."""
-
-    id: str = Field(description="The tracklet's id: the client's tracklet_id, or one the service generated.")
-    person_id: str | None = Field(None, description="Identity label given at enrollment, if any.")
-    camera_id: str | None = Field(None, description="Camera label given at enrollment, if any.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="The JSON object given at enrollment.")
-    frames_decoded: int = Field(description="Frames the upload held (all decoded and checked).")
-    frames_used: int = Field(
-        description="Distinct frames fed to the model: the model takes T frames sampled from uniform chunks; "
-        "a tracklet shorter than T repeats frames, so this is min(frames_decoded, T)."
-    )
-    model_version: str = Field(description="Version (ONNX sha256 prefix) of the model that embedded it.")
-    created_at: str = Field(description="Enrollment time, ISO-8601 UTC.")
+#: An enrolled tracklet: the gallery's one record type is also the API's.
+TrackletOut = TrackletRecord
 
 
 class TrackletPage(BaseModel):

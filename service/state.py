@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.decoding import DecodeLimits, TrackletDecoder
 from service.embedder import MicroBatcher, OnnxEmbedder
-from service.gallery import GalleryStore, faiss_gpu_count
+from service.gallery import Gallery, open_gallery
 from service.metrics import Gauge, ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,14 @@ class ServiceState:
     settings: Settings
     embedder: OnnxEmbedder
     batcher: MicroBatcher
-    gallery: GalleryStore
+    gallery: Gallery
     decoder: TrackletDecoder
     metrics: ServiceMetrics
 
     def close(self) -> None:
         """Stops the embedder after its queued work, then flushes and closes the gallery."""
         self.batcher.stop()
-        size = len(self.gallery)
+        size = self.gallery.count()
         self.gallery.close()
         log.info("shut down: embedder stopped, gallery of %d flushed and closed", size)
 
@@ -39,8 +39,7 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
     metrics = metrics or ServiceMetrics()
     embedder = OnnxEmbedder(settings.model_path, settings.device, settings.intra_op_threads)
     card = embedder.card
-    use_gpu_index = settings.device != "cpu" and faiss_gpu_count() > 0
-    gallery = GalleryStore(settings.data_dir, card.dim, card.model_version, use_gpu=use_gpu_index)
+    gallery = open_gallery(settings, card.dim, card.model_version)
     try:
         decoder = TrackletDecoder(
             card.height,
@@ -65,7 +64,7 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         with contextlib.suppress(Exception):
             gallery.close()
         raise
-    metrics.add_gauge(Gauge("reid_gallery_size", "Tracklets enrolled in the gallery.", lambda: len(gallery)))
+    metrics.add_gauge(Gauge("reid_gallery_size", "Tracklets enrolled in the gallery.", gallery.count))
     metrics.add_gauge(
         Gauge("reid_embed_queue_depth", "Tracklets waiting for the embedder.", lambda: batcher.queue_depth)
     )
@@ -77,6 +76,6 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
     )
     log.info(
         "ready: model %s on %s (providers %s), gallery of %d on %s",
-        card.model_version, embedder.device, ",".join(embedder.providers), len(gallery), gallery.index_device,
+        card.model_version, embedder.device, ",".join(embedder.providers), gallery.count(), gallery.index_device,
     )
     return ServiceState(settings, embedder, batcher, gallery, decoder, metrics)

@@ -29,7 +29,7 @@ async def readyz(state: StateDep) -> dict:
         "device": embedder.device,
         "providers": embedder.providers,
         "index_device": state.gallery.index_device,
-        "gallery_size": len(state.gallery),
+        "gallery_size": state.gallery.count(),
         "embed_queue_depth": state.batcher.queue_depth,
     }
 

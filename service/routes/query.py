@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import APIKeyDep, StateDep
 from service.errors import InvalidRequestError, NotFoundError
+from service.gallery import TrackletFilter
 from service.routes.fields import (
     LABEL_MAX_LENGTH,
     ArchiveField,
@@ -78,10 +79,9 @@ async def query_gallery(
     if exclude_same_camera and camera_id is None:
         raise InvalidRequestError("exclude_same_camera needs the query's camera: send camera_id.")
     with timer.stage("search"):
-        hits = await run_in_threadpool(
-            state.gallery.search, embedding, top_k, camera_id if exclude_same_camera else None
-        )
-        gallery_size = len(state.gallery)
+        tracklet_filter = TrackletFilter(exclude_cameras=[camera_id]) if exclude_same_camera else None
+        (hits,) = await run_in_threadpool(state.gallery.search, embedding, top_k, tracklet_filter)
+        gallery_size = state.gallery.count()
     response.headers["Server-Timing"] = timer.server_timing()
     return {
         "matches": [

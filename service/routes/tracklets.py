@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import APIKeyDep, GalleryDep, SingleValuedQueryDep, StateDep
 from service.errors import ConflictError, InvalidRequestError, NotFoundError
+from service.gallery import TrackletFilter, TrackletRecord
 from service.routes.fields import (
     LABEL_MAX_LENGTH,
     TRACKLET_ID_PATTERN,
@@ -94,20 +95,18 @@ async def enroll_tracklet(
     with timer.stage("embed"):
         embedding = await state.batcher.embed(decoded.frames)
     with timer.stage("store"):
-        record = await run_in_threadpool(
-            state.gallery.add,
-            embedding,
-            tracklet_id or uuid.uuid4().hex,
+        record = TrackletRecord(
+            id=tracklet_id or uuid.uuid4().hex,
             person_id=person_id,
             camera_id=camera_id,
             metadata=metadata_object,
             frames_decoded=decoded.frames_decoded,
             frames_used=decoded.frames_used,
-            replace=replace,
         )
+        record = await run_in_threadpool(state.gallery.add, record, embedding, replace)
     response.headers["Location"] = f"/tracklets/{record.id}"
     response.headers["Server-Timing"] = timer.server_timing()
-    return record.to_dict()
+    return record
 
 
 @router.get(
@@ -126,8 +125,9 @@ async def list_tracklets(
         int, Query(ge=0, le=SQLITE_MAX_INTEGER, description="How many matching tracklets to skip.")
     ] = 0,
 ) -> dict:
-    records, total = await run_in_threadpool(gallery.list, person_id, camera_id, limit, offset)
-    return {"items": [record.to_dict() for record in records], "total": total, "limit": limit, "offset": offset}
+    tracklet_filter = TrackletFilter(person_id=person_id, cameras=None if camera_id is None else [camera_id])
+    records, total = await run_in_threadpool(gallery.list, tracklet_filter, offset, limit)
+    return TrackletPage(items=records, total=total, limit=limit, offset=offset)
 
 
 @router.get(
@@ -141,7 +141,7 @@ async def get_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> dict
     record = await run_in_threadpool(gallery.get, tracklet_id)
     if record is None:
         raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
-    return record.to_dict()
+    return record
 
 
 @router.delete(

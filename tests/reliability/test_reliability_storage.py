@@ -19,7 +19,9 @@ from test_service_server import REPO_ROOT, frames_upload
 
 from service.app import create_app
 from service.config import Settings
-from service.gallery import DATABASE_NAME, GalleryStore, snapshot_name
+from service.gallery import SqliteGallery, TrackletRecord
+from service.gallery.index import snapshot_name
+from service.gallery.sqlite import DATABASE_NAME
 
 DIM = 8
 VERSION = "v-storage-test"
@@ -105,7 +107,7 @@ def test_read_only_database_is_503_with_nothing_stored_and_reads_keep_working(ti
         assert enroll(client, "kept", 1).status_code == 201
         gallery = client.app.state.service.gallery
         generation = gallery.generation()
-        gallery._db.execute("PRAGMA query_only = ON")
+        gallery.records._db.execute("PRAGMA query_only = ON")
         with caplog.at_level("WARNING"):
             response = enroll(client, "refused", 2)
         assert response.status_code == 503, response.text
@@ -117,11 +119,11 @@ def test_read_only_database_is_503_with_nothing_stored_and_reads_keep_working(ti
         deletion = client.delete("/tracklets/kept")
         assert deletion.status_code == 503 and deletion.json()["error"]["code"] == "storage_unavailable"
         # Nothing changed: not in SQLite, not in the index, generation untouched; reads and searches work.
-        assert gallery.generation() == generation and len(gallery) == 1
+        assert gallery.generation() == generation and gallery.count() == 1
         assert enrolled_ids(client) == {"kept"}
         assert client.post("/query", files=frames_upload(1, 4), data={"top_k": "5"}).json()["matches"][0]["id"] \
             == "kept"
-        gallery._db.execute("PRAGMA query_only = OFF")
+        gallery.records._db.execute("PRAGMA query_only = OFF")
         assert enroll(client, "refused", 2).status_code == 201
 
 
@@ -129,32 +131,33 @@ def test_read_only_database_is_503_with_nothing_stored_and_reads_keep_working(ti
 def make_gallery(path: Path, count: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     vectors = {f"t{index}": rng.normal(size=DIM).astype(np.float32) for index in range(count)}
-    store = GalleryStore(path, DIM, VERSION)
+    store = SqliteGallery(path, DIM, VERSION)
     for key, vector in vectors.items():
-        store.add(vector, key)
+        store.add(TrackletRecord(id=key), vector)
     store.close()
     return vectors
 
 
-def assert_searches_match(store: GalleryStore, vectors: dict[str, np.ndarray]) -> None:
-    assert len(store) == len(vectors)
+def assert_searches_match(store: SqliteGallery, vectors: dict[str, np.ndarray]) -> None:
+    assert store.count() == len(vectors)
     for key, vector in vectors.items():
-        hit = store.search(vector, 1)[0]
+        hit = store.search(vector[None], 1)[0][0]
         assert hit.record.id == key and hit.distance == pytest.approx(0.0, abs=1e-6)
 
 
 def test_clean_close_writes_a_snapshot_that_the_next_open_uses(tmp_path):
     vectors = make_gallery(tmp_path, 20)
-    store = GalleryStore(tmp_path, DIM, VERSION)
+    store = SqliteGallery(tmp_path, DIM, VERSION)
     assert store.loaded_from_snapshot
     assert sorted(path.name for path in tmp_path.glob("index-*")) == [snapshot_name(store.generation())]
     assert_searches_match(store, vectors)
     store.delete("t3")
     del vectors["t3"]
-    store.add(np.zeros(DIM, np.float32), "t5", replace=True)  # may reuse row ids: the generation still moves
+    # A replace may reuse row ids: the generation still moves.
+    store.add(TrackletRecord(id="t5"), np.zeros(DIM, np.float32), replace=True)
     vectors["t5"] = np.zeros(DIM, np.float32)
     store.close()
-    reopened = GalleryStore(tmp_path, DIM, VERSION)
+    reopened = SqliteGallery(tmp_path, DIM, VERSION)
     assert reopened.loaded_from_snapshot
     assert_searches_match(reopened, vectors)
     reopened.close()
@@ -162,14 +165,14 @@ def test_clean_close_writes_a_snapshot_that_the_next_open_uses(tmp_path):
 
 def test_writes_after_the_snapshot_make_it_stale_and_the_index_is_rebuilt(tmp_path):
     vectors = make_gallery(tmp_path, 10)
-    store = GalleryStore(tmp_path, DIM, VERSION)
-    store.add(np.ones(DIM, np.float32), "late")
+    store = SqliteGallery(tmp_path, DIM, VERSION)
+    store.add(TrackletRecord(id="late"), np.ones(DIM, np.float32))
     vectors["late"] = np.ones(DIM, np.float32)
     store.delete("t0")
     del vectors["t0"]
-    store._release_directory_lock()  # a crash: no close, no new snapshot
-    store._db.close()
-    reopened = GalleryStore(tmp_path, DIM, VERSION)
+    store.records.release_directory_lock()  # a crash: no close, no new snapshot
+    store.records._db.close()
+    reopened = SqliteGallery(tmp_path, DIM, VERSION)
     assert not reopened.loaded_from_snapshot
     assert_searches_match(reopened, vectors)
     reopened.close()
@@ -179,17 +182,17 @@ def test_a_snapshot_that_disagrees_with_sqlite_is_not_used(tmp_path):
     vectors = make_gallery(tmp_path, 10)
     (snapshot,) = tmp_path.glob("index-*.faiss")
     # Same name (generation), other content: e.g. a file restored from elsewhere.
-    other = GalleryStore(tmp_path / "other", DIM, VERSION)
-    other.add(np.ones(DIM, np.float32), "x")
+    other = SqliteGallery(tmp_path / "other", DIM, VERSION)
+    other.add(TrackletRecord(id="x"), np.ones(DIM, np.float32))
     other.close()
     (other_snapshot,) = (tmp_path / "other").glob("index-*.faiss")
     snapshot.write_bytes(other_snapshot.read_bytes())
-    store = GalleryStore(tmp_path, DIM, VERSION)
+    store = SqliteGallery(tmp_path, DIM, VERSION)
     assert not store.loaded_from_snapshot
     assert_searches_match(store, vectors)
     store.close()
     snapshot.write_bytes(b"not a faiss index")
-    store = GalleryStore(tmp_path, DIM, VERSION)
+    store = SqliteGallery(tmp_path, DIM, VERSION)
     assert not store.loaded_from_snapshot
     assert_searches_match(store, vectors)
     store.close()
@@ -198,12 +201,12 @@ def test_a_snapshot_that_disagrees_with_sqlite_is_not_used(tmp_path):
 CRASHING_SNAPSHOT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    import service.gallery as gallery_module
-    from service.gallery import GalleryStore
+    import service.gallery.index as gallery_module
+    from service.gallery import SqliteGallery, TrackletRecord
 
     path, where = sys.argv[1], sys.argv[2]
-    store = GalleryStore(path, {dim}, "{version}")
-    store.add(np.full({dim}, 7.0, np.float32), "added-before-the-crash")
+    store = SqliteGallery(path, {dim}, "{version}")
+    store.add(TrackletRecord(id="added-before-the-crash"), np.full({dim}, 7.0, np.float32))
     real_write_index, real_replace = gallery_module.faiss.write_index, gallery_module.os.replace
 
     def write_half_then_die(index, target):
@@ -241,7 +244,7 @@ def test_a_crash_while_writing_the_snapshot_leaves_a_loadable_gallery(tmp_path, 
     leftovers = sorted(path.name for path in tmp_path.glob("index-*"))
     assert leftovers, "the crash should have left snapshot files behind"
 
-    store = GalleryStore(tmp_path, DIM, VERSION)
+    store = SqliteGallery(tmp_path, DIM, VERSION)
     # Only the complete file renamed into place counts; a torn temporary file or an older generation never.
     assert store.loaded_from_snapshot == (where == "after-rename")
     assert_searches_match(store, vectors)

@@ -41,7 +41,7 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_MAX_CONCURRENT_UPLOADS": "4", "REID_MAX_METADATA_BYTES": "100", "REID_DOCS_PUBLIC": "true",
         "REID_SHUTDOWN_TIMEOUT_S": "3", "REID_DETECTOR": "/m/yolo.onnx", "REID_DETECTOR_THRESHOLD": "0.4",
         "REID_DETECTOR_PERSON_CLASS": "1", "REID_FOOTAGE_MAX_TRACKLET_S": "4.5", "REID_FOOTAGE_MIN_TRACK_FRAMES": "3",
-        "REID_FOOTAGE_MIN_BOX_HEIGHT": "24",
+        "REID_FOOTAGE_MIN_BOX_HEIGHT": "24", "REID_GALLERY_BACKEND": "sqlite",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)

@@ -1,4 +1,4 @@
-"""The gallery store: add / search / delete / reload, checked against a numpy brute-force search."""
+"""The SQLite + FAISS gallery: add / search / delete / reload, checked against a numpy brute-force search."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from service.errors import ConflictError, StartupError
-from service.gallery import DATABASE_NAME, GalleryStore
+from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
+from service.gallery.sqlite import DATABASE_NAME
 
 DIM = 16
 VERSION = "v-test-0000000001"
@@ -32,18 +33,24 @@ def assert_same_ranking(hits, expected):
                                atol=1e-4)
 
 
+def search(store: SqliteGallery, query: np.ndarray, top_k: int, tracklet_filter: TrackletFilter | None = None):
+    """The matches of one query."""
+    (matches,) = store.search(query[None], top_k, tracklet_filter)
+    return matches
+
+
 @pytest.fixture
 def filled(tmp_path):
     """A store with 150 random embeddings over 3 cameras, and the same data as plain dicts."""
     rng = np.random.default_rng(0)
-    store = GalleryStore(tmp_path / "gallery", DIM, VERSION)
+    store = SqliteGallery(tmp_path / "gallery", DIM, VERSION)
     vectors, cameras = {}, {}
     for index in range(150):
         key = f"t{index}"
         vectors[key] = rng.normal(size=DIM).astype(np.float32)
         cameras[key] = f"cam{index % 3}"
-        store.add(vectors[key], key, person_id=f"p{index % 25}", camera_id=cameras[key], metadata={"i": index},
-                  frames_decoded=index + 1, frames_used=min(index + 1, 8))
+        store.add(TrackletRecord(id=key, person_id=f"p{index % 25}", camera_id=cameras[key], metadata={"i": index},
+                                 frames_decoded=index + 1, frames_used=min(index + 1, 8)), vectors[key])
     yield store, vectors, cameras
     store.close()
 
@@ -53,14 +60,14 @@ def test_search_equals_numpy_brute_force(filled):
     rng = np.random.default_rng(1)
     for _ in range(10):
         query = rng.normal(size=DIM).astype(np.float32)
-        assert_same_ranking(store.search(query, 7), brute_force(vectors, cameras, query, 7))
-    assert len(store.search(query, 1000)) == 150  # top_k above the gallery size returns everything
+        assert_same_ranking(search(store, query, 7), brute_force(vectors, cameras, query, 7))
+    assert len(search(store, query, 1000)) == 150  # top_k above the gallery size returns everything
 
 
 def test_exclude_camera_equals_brute_force_and_still_fills_top_k(filled):
     store, vectors, cameras = filled
     query = vectors["t4"]  # camera cam1
-    hits = store.search(query, 25, exclude_camera_id="cam1")
+    hits = search(store, query, 25, TrackletFilter(exclude_cameras=["cam1"]))
     assert len(hits) == 25
     assert all(hit.record.camera_id != "cam1" for hit in hits)
     assert_same_ranking(hits, brute_force(vectors, cameras, query, 25, exclude_camera="cam1"))
@@ -68,7 +75,7 @@ def test_exclude_camera_equals_brute_force_and_still_fills_top_k(filled):
 
 def test_a_stored_vector_finds_itself_at_distance_zero(filled):
     store, vectors, _ = filled
-    hits = store.search(vectors["t123"], 3)
+    hits = search(store, vectors["t123"], 3)
     assert hits[0].record.id == "t123" and hits[0].distance == pytest.approx(0.0, abs=1e-6)
     assert hits[0].distance >= 0.0
     assert hits[0].record.metadata == {"i": 123} and hits[0].record.frames_decoded == 124
@@ -81,22 +88,22 @@ def test_delete_removes_from_search_at_once(filled):
     assert store.delete("t123") is False
     assert store.get("t123") is None and store.get_embedding("t123") is None
     del vectors["t123"]
-    assert len(store) == 149
-    hits = store.search(np.asarray(filled[1].get("t122")), 5)
+    assert store.count() == 149
+    hits = search(store, np.asarray(filled[1].get("t122")), 5)
     assert "t123" not in [hit.record.id for hit in hits]
     query = np.random.default_rng(5).normal(size=DIM).astype(np.float32)
-    assert_same_ranking(store.search(query, 150), brute_force(vectors, cameras, query, 150))
+    assert_same_ranking(search(store, query, 150), brute_force(vectors, cameras, query, 150))
 
 
 def test_conflict_and_replace(filled):
     store, _, _ = filled
     new_vector = np.full(DIM, 9.0, np.float32)
     with pytest.raises(ConflictError):
-        store.add(new_vector, "t5")
+        store.add(TrackletRecord(id="t5"), new_vector)
     assert store.get("t5").metadata == {"i": 5}  # unchanged by the refused add
-    record = store.add(new_vector, "t5", person_id="p-new", replace=True)
-    assert record.person_id == "p-new" and len(store) == 150
-    hits = store.search(new_vector, 1)
+    record = store.add(TrackletRecord(id="t5", person_id="p-new"), new_vector, replace=True)
+    assert record.person_id == "p-new" and store.count() == 150
+    hits = search(store, new_vector, 1)
     assert hits[0].record.id == "t5" and hits[0].distance == pytest.approx(0.0)
     np.testing.assert_array_equal(store.get_embedding("t5"), new_vector)
 
@@ -107,9 +114,9 @@ def test_list_pages_and_filters(filled):
     assert total == 150 and [record.id for record in page] == [f"t{k}" for k in range(10)]
     page, total = store.list(limit=10, offset=145)
     assert [record.id for record in page] == [f"t{k}" for k in range(145, 150)]
-    page, total = store.list(person_id="p7", limit=100)
+    page, total = store.list(TrackletFilter(person_id="p7"), limit=100)
     assert total == 6 and {record.id for record in page} == {f"t{k}" for k in range(7, 150, 25)}
-    page, total = store.list(person_id="p7", camera_id="cam1", limit=100)
+    page, total = store.list(TrackletFilter(person_id="p7", cameras=["cam1"]), limit=100)
     assert total == 2 and all(record.camera_id == "cam1" and record.person_id == "p7" for record in page)
 
 
@@ -117,32 +124,32 @@ def test_reload_rebuilds_the_same_index(tmp_path):
     rng = np.random.default_rng(2)
     vectors = {f"t{index}": rng.normal(size=DIM).astype(np.float32) for index in range(50)}
     cameras = dict.fromkeys(vectors, "c")
-    store = GalleryStore(tmp_path, DIM, VERSION)
+    store = SqliteGallery(tmp_path, DIM, VERSION)
     for key, vector in vectors.items():
-        store.add(vector, key, camera_id="c")
+        store.add(TrackletRecord(id=key, camera_id="c"), vector)
     store.delete("t10")
-    store.add(np.zeros(DIM, np.float32), "t20", replace=True)
+    store.add(TrackletRecord(id="t20"), np.zeros(DIM, np.float32), replace=True)
     del vectors["t10"]
     vectors["t20"] = np.zeros(DIM, np.float32)
     queries = rng.normal(size=(5, DIM)).astype(np.float32)
-    before = [[(hit.record.id, hit.distance) for hit in store.search(query, 10)] for query in queries]
+    before = [[(hit.record.id, hit.distance) for hit in search(store, query, 10)] for query in queries]
     store.close()
 
-    reopened = GalleryStore(tmp_path, DIM, VERSION)
-    assert len(reopened) == 49
-    after = [[(hit.record.id, hit.distance) for hit in reopened.search(query, 10)] for query in queries]
+    reopened = SqliteGallery(tmp_path, DIM, VERSION)
+    assert reopened.count() == 49
+    after = [[(hit.record.id, hit.distance) for hit in search(reopened, query, 10)] for query in queries]
     assert after == before
     for query in queries:
-        assert_same_ranking(reopened.search(query, 10), brute_force(vectors, cameras, query, 10))
+        assert_same_ranking(search(reopened, query, 10), brute_force(vectors, cameras, query, 10))
     reopened.close()
 
 
 def test_sqlite_is_durable_wal_full(tmp_path):
-    store = GalleryStore(tmp_path, DIM, VERSION)
-    journal = store._db.execute("PRAGMA journal_mode").fetchone()[0]
-    synchronous = store._db.execute("PRAGMA synchronous").fetchone()[0]
+    store = SqliteGallery(tmp_path, DIM, VERSION)
+    journal = store.records._db.execute("PRAGMA journal_mode").fetchone()[0]
+    synchronous = store.records._db.execute("PRAGMA synchronous").fetchone()[0]
     assert journal == "wal" and synchronous == 2  # 2 = FULL
-    store.add(np.ones(DIM, np.float32), "a")
+    store.add(TrackletRecord(id="a"), np.ones(DIM, np.float32))
     # Committed: visible to an independent connection before the store is closed.
     other = sqlite3.connect(tmp_path / DATABASE_NAME)
     assert other.execute("SELECT id, model_version FROM tracklets").fetchall() == [("a", VERSION)]
@@ -151,35 +158,35 @@ def test_sqlite_is_durable_wal_full(tmp_path):
 
 
 def test_refuses_a_gallery_of_another_model_version(tmp_path):
-    store = GalleryStore(tmp_path, DIM, "old-version")
+    store = SqliteGallery(tmp_path, DIM, "old-version")
     for index in range(3):
-        store.add(np.ones(DIM, np.float32) * index, f"t{index}")
+        store.add(TrackletRecord(id=f"t{index}"), np.ones(DIM, np.float32) * index)
     store.close()
     with pytest.raises(StartupError, match="3 by model_version old-version") as error:
-        GalleryStore(tmp_path, DIM, "new-version")
+        SqliteGallery(tmp_path, DIM, "new-version")
     assert "REID_DATA_DIR" in str(error.value) and "\n" not in str(error.value)
     # Refusing left the directory usable by the right model.
-    again = GalleryStore(tmp_path, DIM, "old-version")
-    assert len(again) == 3
+    again = SqliteGallery(tmp_path, DIM, "old-version")
+    assert again.count() == 3
     again.close()
 
 
 def test_one_process_per_gallery_directory(tmp_path):
-    store = GalleryStore(tmp_path, DIM, VERSION)
+    store = SqliteGallery(tmp_path, DIM, VERSION)
     with pytest.raises(StartupError, match="in use"):
-        GalleryStore(tmp_path, DIM, VERSION)
+        SqliteGallery(tmp_path, DIM, VERSION)
     store.close()
-    GalleryStore(tmp_path, DIM, VERSION).close()  # free again once closed
+    SqliteGallery(tmp_path, DIM, VERSION).close()  # free again once closed
 
 
 def test_empty_gallery_and_bad_vectors(tmp_path):
-    store = GalleryStore(tmp_path, DIM, VERSION)
-    assert store.search(np.zeros(DIM, np.float32), 5) == []
+    store = SqliteGallery(tmp_path, DIM, VERSION)
+    assert search(store, np.zeros(DIM, np.float32), 5) == []
     with pytest.raises(ValueError):
-        store.add(np.full(DIM, np.nan, np.float32), "nan")
+        store.add(TrackletRecord(id="nan"), np.full(DIM, np.nan, np.float32))
     with pytest.raises(ValueError):
-        store.add(np.zeros(DIM + 1, np.float32), "wrong-dim")
-    assert len(store) == 0 and store.list()[1] == 0
+        store.add(TrackletRecord(id="wrong-dim"), np.zeros(DIM + 1, np.float32))
+    assert store.count() == 0 and store.list()[1] == 0
     store.close()
 
 
@@ -187,23 +194,23 @@ def test_unusable_directory_is_a_startup_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(StartupError, match="unusable"):
-        GalleryStore(blocker / "gallery", DIM, VERSION)
+        SqliteGallery(blocker / "gallery", DIM, VERSION)
 
 
 def test_bulk_add_is_all_or_nothing_and_searchable(tmp_path):
     rng = np.random.default_rng(9)
-    store = GalleryStore(tmp_path, DIM, VERSION)
-    store.add(rng.normal(size=DIM).astype(np.float32), "single")
+    store = SqliteGallery(tmp_path, DIM, VERSION)
+    store.add(TrackletRecord(id="single"), rng.normal(size=DIM).astype(np.float32))
     vectors = rng.normal(size=(40, DIM)).astype(np.float32)
     ids = [f"bulk{index}" for index in range(40)]
-    assert store.add_many(vectors, ids, camera_ids=["c"] * 40) == 40
-    assert len(store) == 41 and store.get("bulk7").camera_id == "c"
-    hits = store.search(vectors[7], 1)
+    store.add_many([TrackletRecord(id=key, camera_id="c") for key in ids], vectors)
+    assert store.count() == 41 and store.get("bulk7").camera_id == "c"
+    hits = search(store, vectors[7], 1)
     assert hits[0].record.id == "bulk7" and hits[0].distance == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ConflictError):
-        store.add_many(vectors[:2], ["new-one", "bulk3"])
-    assert len(store) == 41 and store.get("new-one") is None
+        store.add_many([TrackletRecord(id="new-one"), TrackletRecord(id="bulk3")], vectors[:2])
+    assert store.count() == 41 and store.get("new-one") is None
     store.close()
-    reopened = GalleryStore(tmp_path, DIM, VERSION)
-    assert len(reopened) == 41 and reopened.search(vectors[39], 1)[0].record.id == "bulk39"
+    reopened = SqliteGallery(tmp_path, DIM, VERSION)
+    assert reopened.count() == 41 and search(reopened, vectors[39], 1)[0].record.id == "bulk39"
     reopened.close()

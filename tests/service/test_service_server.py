@@ -16,7 +16,7 @@ import pytest
 from live_server import API_KEY, REPO_ROOT, LiveServer, free_port, live_server, server_environment
 from service_media import encode_image, encode_video, tracklet_frames, zip_bytes
 
-from service.gallery import GalleryStore
+from service.gallery import SqliteGallery, TrackletRecord
 
 pytestmark = pytest.mark.slow
 
@@ -172,9 +172,9 @@ def test_missing_model_exits_at_once_with_one_line(tmp_path, command):
 
 
 def test_gallery_of_another_model_refuses_to_start(tiny_model, tiny_card, tmp_path):
-    store = GalleryStore(tmp_path / "gallery", tiny_card["embedding"]["dim"], "an-older-model")
+    store = SqliteGallery(tmp_path / "gallery", tiny_card["embedding"]["dim"], "an-older-model")
     for index in range(2):
-        store.add(np.full(tiny_card["embedding"]["dim"], index, np.float32), f"old{index}")
+        store.add(TrackletRecord(id=f"old{index}"), np.full(tiny_card["embedding"]["dim"], index, np.float32))
     store.close()
     result = run_to_exit([sys.executable, "-m", "service", "--port", str(free_port())],
                          server_environment(tiny_model, tmp_path / "gallery"))

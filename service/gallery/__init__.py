@@ -1,0 +1,40 @@
+"""The gallery: tracklet records and their embeddings, behind the `Gallery` interface.
+
+`open_gallery(settings, dim, model_version)` opens the backend named by REID_GALLERY_BACKEND:
+``sqlite`` (the default: `SqliteGallery`, SQLite records plus a FAISS index in REID_DATA_DIR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.config import Settings
+from service.errors import StartupError
+from service.gallery.base import Gallery, Match, TrackletFilter, TrackletRecord
+from service.gallery.index import faiss_gpu_count
+from service.gallery.local import SqliteGallery
+
+__all__ = ["BACKENDS", "Gallery", "Match", "SqliteGallery", "TrackletFilter", "TrackletRecord", "open_gallery"]
+
+
+def _open_sqlite(settings: Settings, dim: int, model_version: str) -> Gallery:
+    use_gpu = settings.device != "cpu" and faiss_gpu_count() > 0
+    return SqliteGallery(settings.data_dir, dim, model_version, use_gpu=use_gpu)
+
+
+#: REID_GALLERY_BACKEND value -> opener; a new backend adds one entry.
+BACKENDS: dict[str, Callable[[Settings, int, str], Gallery]] = {"sqlite": _open_sqlite}
+
+
+def open_gallery(settings: Settings, dim: int, model_version: str) -> Gallery:
+    """The gallery of REID_GALLERY_BACKEND for a model of this ``dim`` and ``model_version``.
+
+    Raises StartupError for an unknown backend, or whatever the backend cannot open (a one-line reason).
+    """
+    opener = BACKENDS.get(settings.gallery_backend)
+    if opener is None:
+        raise StartupError(
+            f"REID_GALLERY_BACKEND={settings.gallery_backend!r} is not a gallery backend; "
+            f"choose one of: {', '.join(sorted(BACKENDS))}"
+        )
+    return opener(settings, dim, model_version)

@@ -1,0 +1,401 @@
+"""The record store: SQLite tables of records and embeddings, the gallery's source of truth.
+
+It owns the durability of a write: WAL mode with ``synchronous=FULL`` (a commit is fsynced before it
+returns), one all-or-nothing write path (`RecordStore.transaction`) that also bumps the ``generation``
+counter, disk failures turned into StorageFullError / StorageUnavailableError, the directory lock (one
+process per gallery directory) and the model_version guard. It knows nothing of FAISS; rows are keyed by
+an integer ``row_id`` that the vector index uses as its id. The whole contract is written down in
+`service.gallery.local`, which composes this store with the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import ConflictError, StartupError, StorageFullError, StorageUnavailableError
+from service.gallery.base import TrackletFilter, TrackletRecord, from_epoch_seconds, to_epoch_seconds
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "gallery.sqlite3"
+LOCK_NAME = "gallery.lock"
+#: 1: the first release. 2: start_time, end_time (epoch seconds), job_id, frame_start, frame_end, has_thumbnail.
+SCHEMA_VERSION = 2
+_SQLITE_FULL = 13
+_FETCH_CHUNK = 512
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gallery_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tracklets (
+    row_id INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    person_id TEXT,
+    camera_id TEXT,
+    metadata TEXT NOT NULL,
+    frames_decoded INTEGER NOT NULL,
+    frames_used INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    start_time REAL,
+    end_time REAL,
+    job_id TEXT,
+    frame_start INTEGER,
+    frame_end INTEGER,
+    has_thumbnail INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tracklets_person ON tracklets(person_id);
+CREATE INDEX IF NOT EXISTS tracklets_camera ON tracklets(camera_id);
+INSERT OR IGNORE INTO gallery_meta(key, value) VALUES ('generation', '0');
+"""
+#: Columns added after schema version 1 (new databases get them from CREATE TABLE, a version-1 database
+#: from ALTER TABLE at its first open by this release).
+_COLUMNS_SINCE_V1 = (
+    ("start_time", "REAL"),
+    ("end_time", "REAL"),
+    ("job_id", "TEXT"),
+    ("frame_start", "INTEGER"),
+    ("frame_end", "INTEGER"),
+    ("has_thumbnail", "INTEGER NOT NULL DEFAULT 0"),
+)
+_RECORD_COLUMNS = (
+    "id, person_id, camera_id, metadata, frames_decoded, frames_used, model_version, created_at, "
+    "start_time, end_time, job_id, frame_start, frame_end, has_thumbnail"
+)
+
+
+def _record_values(record: TrackletRecord) -> tuple:
+    """The values of `_RECORD_COLUMNS` for ``record``, in order."""
+    return (
+        record.id, record.person_id, record.camera_id, json.dumps(record.metadata), record.frames_decoded,
+        record.frames_used, record.model_version, record.created_at, to_epoch_seconds(record.start_time),
+        to_epoch_seconds(record.end_time), record.job_id, record.frame_start, record.frame_end,
+        int(record.has_thumbnail),
+    )
+
+
+def _record_from_row(row: sqlite3.Row | tuple) -> TrackletRecord:
+    (identifier, person_id, camera_id, metadata, decoded, used, version, created, start, end, job_id, frame_start,
+     frame_end, has_thumbnail) = row
+    # model_construct: the row was validated when it was stored; reading a page must not re-validate it.
+    return TrackletRecord.model_construct(
+        id=identifier, person_id=person_id, camera_id=camera_id, metadata=json.loads(metadata),
+        frames_decoded=decoded, frames_used=used, model_version=version, created_at=created,
+        start_time=from_epoch_seconds(start), end_time=from_epoch_seconds(end), job_id=job_id,
+        frame_start=frame_start, frame_end=frame_end, has_thumbnail=bool(has_thumbnail),
+    )
+
+
+def storage_error(error: sqlite3.Error, action: str) -> StorageFullError | StorageUnavailableError:
+    """The client-facing error for an SQLite failure caused by the disk (full, read-only, I/O)."""
+    # Extended result codes keep the primary code in their low byte (SQLITE_IOERR_WRITE = 10 | 3 << 8).
+    primary = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+    if primary == _SQLITE_FULL:
+        return StorageFullError(
+            f"The gallery's disk is full, so the {action} was not stored (nothing was half-written). "
+            "Searches still work; free space in the data directory and retry."
+        )
+    return StorageUnavailableError(
+        f"The gallery cannot be written right now ({error}), so the {action} was not stored (nothing was "
+        "half-written). Searches may still work; retry later."
+    )
+
+
+def _is_storage_failure(error: sqlite3.Error) -> bool:
+    # Integrity and programming errors are the caller's or the code's, not the disk's.
+    return not isinstance(error, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))
+
+
+def filter_sql(tracklet_filter: TrackletFilter | None) -> tuple[str, list[Any]]:
+    """A WHERE clause (with the word, or empty) and its parameters selecting the records that pass."""
+    if tracklet_filter is None:
+        return "", []
+    conditions: list[str] = []
+    parameters: list[Any] = []
+    if tracklet_filter.cameras is not None:
+        conditions.append(f"camera_id IN ({','.join('?' * len(tracklet_filter.cameras))})"
+                          if tracklet_filter.cameras else "0")
+        parameters.extend(tracklet_filter.cameras)
+    if tracklet_filter.exclude_cameras:
+        placeholders = ",".join("?" * len(tracklet_filter.exclude_cameras))
+        conditions.append(f"(camera_id IS NULL OR camera_id NOT IN ({placeholders}))")
+        parameters.extend(tracklet_filter.exclude_cameras)
+    if tracklet_filter.person_id is not None:
+        conditions.append("person_id = ?")
+        parameters.append(tracklet_filter.person_id)
+    # A record with one of the two times is the instant it gives; with neither, NULL makes it fail the window.
+    if tracklet_filter.after is not None:
+        conditions.append("COALESCE(end_time, start_time) >= ?")
+        parameters.append(tracklet_filter.after)
+    if tracklet_filter.before is not None:
+        conditions.append("COALESCE(start_time, end_time) <= ?")
+        parameters.append(tracklet_filter.before)
+    for key, expected in (tracklet_filter.metadata or {}).items():
+        path = f'$."{key}"'  # keys are validated by TrackletFilter: no quotes or backslashes
+        if expected is None or isinstance(expected, bool):
+            conditions.append("json_type(metadata, ?) = ?")
+            parameters.extend([path, "null" if expected is None else ("true" if expected else "false")])
+        elif isinstance(expected, str):
+            conditions.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
+            parameters.extend([path, path, expected])
+        else:
+            conditions.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
+            parameters.extend([path, path, expected])
+    return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), parameters
+
+
+class RecordStore:
+    """SQLite records and embeddings of one gallery directory. Not thread-safe by itself: the gallery
+    that owns it serialises every call under its own lock.
+
+    Raises:
+        StartupError: the directory is unusable or locked by another process, or it holds embeddings of
+            another model_version (the message names the counts).
+    """
+
+    def __init__(self, data_dir: Path, dim: int, model_version: str):
+        self.data_dir = Path(data_dir)
+        self.dim = dim
+        self.model_version = model_version
+        self._lock_file = None
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._acquire_directory_lock()
+            self._db = sqlite3.connect(
+                self.data_dir / DATABASE_NAME, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+            self._check_model_version()
+        except StartupError:
+            self.close()
+            raise
+        except (OSError, sqlite3.Error) as error:
+            self.close()
+            raise StartupError(f"gallery directory {self.data_dir} is unusable: {error}") from None
+
+    # -- start-up ------------------------------------------------------------------------------------------
+    def _acquire_directory_lock(self) -> None:
+        # Two processes with their own in-memory index over one database would each miss the other's
+        # enrolls, so one gallery directory serves one process.
+        if fcntl is None:
+            return
+        self._lock_file = open(self.data_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise StartupError(f"gallery directory {self.data_dir} is in use by another service process") from None
+
+    def release_directory_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _migrate(self) -> None:
+        """Brings a database of an older schema to `SCHEMA_VERSION` in one transaction (new ones included)."""
+        row = self._db.execute("SELECT value FROM gallery_meta WHERE key = 'schema_version'").fetchone()
+        columns = {name for (_, name, *_rest) in self._db.execute("PRAGMA table_info(tracklets)")}
+        # Every database since version 1 records its version; a fresh one has just been created as the current.
+        version = int(row[0]) if row else SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise StartupError(
+                f"gallery {self.data_dir} has schema version {version}, newer than this service's {SCHEMA_VERSION}; "
+                "serve it with a newer release"
+            )
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, declaration in _COLUMNS_SINCE_V1:
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE tracklets ADD COLUMN {name} {declaration}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS tracklets_job ON tracklets(job_id)")
+            self._db.execute("INSERT OR REPLACE INTO gallery_meta(key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        if version < SCHEMA_VERSION:
+            log.info("gallery %s migrated from schema version %d to %d", self.data_dir, version, SCHEMA_VERSION)
+
+    def _check_model_version(self) -> None:
+        counts = dict(self._db.execute("SELECT model_version, COUNT(*) FROM tracklets GROUP BY model_version"))
+        foreign = {version: count for version, count in counts.items() if version != self.model_version}
+        if foreign:
+            described = ", ".join(f"{count} by model_version {version}" for version, count in sorted(foreign.items()))
+            raise StartupError(
+                f"gallery {self.data_dir} holds tracklets embedded by another model ({described}; "
+                f"{counts.get(self.model_version, 0)} by the loaded {self.model_version}); they cannot be searched "
+                "together: point REID_DATA_DIR at a new directory and enroll again, or serve the model they came from"
+            )
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads; a disk failure becomes StorageUnavailableError (503)."""
+        try:
+            yield self._db
+        except sqlite3.Error as error:
+            if not _is_storage_failure(error):
+                raise
+            raise StorageUnavailableError(f"The gallery cannot be read right now ({error}); retry later.") from None
+
+    def generation(self) -> int:
+        """The write counter: bumped by every committed change, names the index snapshot."""
+        row = self._db.execute("SELECT value FROM gallery_meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def row_ids(self) -> np.ndarray:
+        """Every row id, ascending (int64)."""
+        return np.array([row for (row,) in self._db.execute("SELECT row_id FROM tracklets ORDER BY row_id")],
+                        dtype=np.int64)
+
+    def embeddings_in_chunks(self, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row ids, embeddings (n, dim) float32) of every row in row order, ``chunk`` rows at a time."""
+        cursor = self._db.execute("SELECT row_id, embedding FROM tracklets ORDER BY row_id")
+        while rows := cursor.fetchmany(chunk):
+            row_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            blobs = [row[1] for row in rows]
+            if any(len(blob) != self.dim * 4 for blob in blobs):
+                raise StartupError(f"gallery {self.data_dir} holds embeddings whose size is not dim {self.dim}")
+            yield row_ids, np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self.dim)
+
+    def get(self, tracklet_id: str) -> TrackletRecord | None:
+        with self.reading() as db:
+            row = db.execute(f"SELECT {_RECORD_COLUMNS} FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+        return _record_from_row(row) if row else None
+
+    def get_embedding(self, tracklet_id: str) -> np.ndarray | None:
+        with self.reading() as db:
+            row = db.execute("SELECT embedding FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def count(self, tracklet_filter: TrackletFilter | None = None) -> int:
+        where, parameters = filter_sql(tracklet_filter)
+        with self.reading() as db:
+            (total,) = db.execute(f"SELECT COUNT(*) FROM tracklets {where}", parameters).fetchone()
+        return int(total)
+
+    def page(self, tracklet_filter: TrackletFilter | None, offset: int, limit: int) -> list[TrackletRecord]:
+        """Records passing the filter in row (enrollment) order, ``offset`` skipped, at most ``limit``."""
+        where, parameters = filter_sql(tracklet_filter)
+        with self.reading() as db:
+            rows = db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM tracklets {where} ORDER BY row_id LIMIT ? OFFSET ?",
+                [*parameters, limit, offset],
+            ).fetchall()
+        return [_record_from_row(row) for row in rows]
+
+    def records_by_row_id(self, row_ids: list[int]) -> dict[int, TrackletRecord]:
+        """The records of these row ids (missing ones left out), fetched in bounded chunks."""
+        records: dict[int, TrackletRecord] = {}
+        with self.reading() as db:
+            for start in range(0, len(row_ids), _FETCH_CHUNK):
+                chunk = row_ids[start : start + _FETCH_CHUNK]
+                rows = db.execute(
+                    f"SELECT row_id, {_RECORD_COLUMNS} FROM tracklets WHERE row_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                records.update((row[0], _record_from_row(row[1:])) for row in rows)
+        return records
+
+    def passing_row_ids(self, row_ids: list[int], tracklet_filter: TrackletFilter) -> set[int]:
+        """Which of ``row_ids`` pass the filter."""
+        where, parameters = filter_sql(tracklet_filter)
+        passing: set[int] = set()
+        with self.reading() as db:
+            for start in range(0, len(row_ids), _FETCH_CHUNK):
+                chunk = row_ids[start : start + _FETCH_CHUNK]
+                clause = f"row_id IN ({','.join('?' * len(chunk))})"
+                clause = f"{where} AND {clause}" if where else f"WHERE {clause}"
+                passing.update(row for (row,) in db.execute(f"SELECT row_id FROM tracklets {clause}",
+                                                            [*parameters, *chunk]))
+        return passing
+
+    # -- writes (call inside `transaction`) ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self, action: str) -> Iterator[RecordStore]:
+        """One write transaction that also bumps the generation; all or nothing.
+
+        Disk failures become StorageFullError / StorageUnavailableError naming ``action``; the transaction
+        is rolled back first (a failed COMMIT can leave it open), so nothing is half-written.
+        """
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+                self._db.execute(
+                    "UPDATE gallery_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            if not _is_storage_failure(error):
+                raise
+            raise storage_error(error, action) from None
+
+    def row_id_of(self, tracklet_id: str) -> int | None:
+        row = self._db.execute("SELECT row_id FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+        return int(row[0]) if row else None
+
+    def delete_row(self, row_id: int) -> None:
+        self._db.execute("DELETE FROM tracklets WHERE row_id = ?", (row_id,))
+
+    def insert(self, record: TrackletRecord, embedding: np.ndarray) -> int:
+        """Inserts one row; returns its row id."""
+        cursor = self._db.execute(
+            f"INSERT INTO tracklets({_RECORD_COLUMNS}, embedding) VALUES ({','.join('?' * 15)})",
+            (*_record_values(record), embedding.tobytes()),
+        )
+        return int(cursor.lastrowid)
+
+    def insert_many(self, records: Iterable[TrackletRecord], embeddings: np.ndarray) -> np.ndarray:
+        """Inserts rows with consecutive new row ids (returned); ConflictError if an id exists or repeats."""
+        records = list(records)
+        (first_row_id,) = self._db.execute("SELECT COALESCE(MAX(row_id), 0) + 1 FROM tracklets").fetchone()
+        row_ids = np.arange(first_row_id, first_row_id + len(records), dtype=np.int64)
+        try:
+            self._db.executemany(
+                f"INSERT INTO tracklets(row_id, {_RECORD_COLUMNS}, embedding) VALUES ({','.join('?' * 16)})",
+                ((int(row_id), *_record_values(record), vector.tobytes())
+                 for row_id, record, vector in zip(row_ids, records, embeddings, strict=True)),
+            )
+        except sqlite3.IntegrityError:
+            raise ConflictError("Some of the tracklet ids are already enrolled or repeated.") from None
+        return row_ids
+
+    # -- shutdown ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """A WAL checkpoint, then the database and the lock; a failing checkpoint is only logged."""
+        database, self._db = self._db, None
+        if database is not None:
+            try:
+                # Folds the WAL into the database file so the next open replays nothing.
+                database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as error:
+                log.warning("WAL checkpoint at close failed (%s); SQLite replays the WAL at next open", error)
+            with contextlib.suppress(sqlite3.Error):
+                database.close()
+        self.release_directory_lock()
