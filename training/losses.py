@@ -2,9 +2,10 @@
 
     L = L_ID(v) + L_Tr(v) + 1/N * sum_g [L_ID(v_g) + L_Tr(v_g)]
 
-``L_ID`` is cross entropy with label smoothing on a BatchNorm + FC classifier, ``L_Tr`` the batch-hard
-triplet loss. Classifiers and losses live here, outside the network, so that the exported model is
-exactly the feature extractor.
+``L_ID`` is cross entropy with label smoothing (targets (1 - eps) * one_hot + eps / K, Szegedy et al.,
+the paper's [29]; torch's ``cross_entropy(label_smoothing=eps)``) on a BatchNorm + FC classifier,
+``L_Tr`` the batch-hard triplet loss. Classifiers and losses live here, outside the network, so that the
+exported model is exactly the feature extractor.
 """
 
 from __future__ import annotations
@@ -65,26 +66,6 @@ class BatchHardTripletLoss(nn.Module):
         return F.relu(gap + self.margin).mean()
 
 
-class CrossEntropyLabelSmooth(nn.Module):
-    """Cross entropy against smoothed targets (1 - eps) * one_hot + eps / K (Szegedy et al., [29]).
-
-    Args:
-        num_classes: K, the number of training identities.
-        epsilon: the smoothing eps; 0.1 as in [23] and [29].
-    """
-
-    def __init__(self, num_classes: int, epsilon: float = 0.1):
-        super().__init__()
-        self.num_classes = num_classes
-        self.epsilon = epsilon
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        log_probs = F.log_softmax(logits.float(), dim=1)
-        targets = torch.full_like(log_probs, self.epsilon / self.num_classes)
-        targets.scatter_(1, labels.unsqueeze(1), 1.0 - self.epsilon + self.epsilon / self.num_classes)
-        return -(targets * log_probs).sum(dim=1).mean()
-
-
 class Classifier(nn.Module):
     """BatchNorm1d + bias-free Linear: the paper's "BN layer followed by an FC layer".
 
@@ -116,7 +97,7 @@ class ReIDCriterion(nn.Module):
         embedding_dim: dimension of v.
         part_dims: dimension of each v_g (empty for the baseline).
         num_classes: number of training identities.
-        label_smoothing: epsilon of :class:`CrossEntropyLabelSmooth`.
+        label_smoothing: the smoothing eps of the ID loss; 0.1 as in [23] and [29].
         triplet_margin: margin of :class:`BatchHardTripletLoss` (None: soft margin).
         id_weight: weight of every L_ID term (1 in Eq. 7).
         triplet_weight: weight of every L_Tr term (1 in Eq. 7).
@@ -135,7 +116,7 @@ class ReIDCriterion(nn.Module):
         part_losses: bool = True,
     ):
         super().__init__()
-        self.id_loss = CrossEntropyLabelSmooth(num_classes, label_smoothing)
+        self.id_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.triplet_loss = BatchHardTripletLoss(triplet_margin)
         self.id_weight = id_weight
         self.triplet_weight = triplet_weight

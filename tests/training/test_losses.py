@@ -8,7 +8,6 @@ import torch
 from training.losses import (
     BatchHardTripletLoss,
     Classifier,
-    CrossEntropyLabelSmooth,
     ReIDCriterion,
     pairwise_euclidean,
 )
@@ -64,11 +63,14 @@ def test_label_smoothing_cross_entropy_by_hand():
             target = (1 - epsilon) * (k == label) + epsilon / classes
             expected -= target * (z - log_norm)
     expected /= len(labels)
-    value = CrossEntropyLabelSmooth(classes, epsilon)(logits, labels).item()
-    assert value == pytest.approx(expected, abs=1e-6)
-    # epsilon=0 is plain cross entropy
-    plain = torch.nn.functional.cross_entropy(logits, labels).item()
-    assert CrossEntropyLabelSmooth(classes, 0.0)(logits, labels).item() == pytest.approx(plain, abs=1e-6)
+    # The criterion's ID loss (Eq. 7's L_ID) is exactly this formula.
+    id_loss = ReIDCriterion(4, [], num_classes=classes, label_smoothing=epsilon).id_loss
+    assert id_loss(logits, labels).item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(0.3547, abs=1e-4)  # worked out once by hand, so the loop is checked too
+    # epsilon=0 is plain cross entropy: -log softmax at the label.
+    plain = ReIDCriterion(4, [], num_classes=classes, label_smoothing=0.0).id_loss(logits, labels).item()
+    expected_plain = -(2 - math.log(math.exp(2) + 2) + 3 - math.log(1 + math.e + math.exp(3))) / 2
+    assert plain == pytest.approx(expected_plain, abs=1e-6)
 
 
 def test_classifier_is_bn_then_bias_free_linear_with_frozen_shift():
@@ -96,7 +98,7 @@ def test_eq7_total_is_the_sum_of_its_terms_with_one_over_n():
     criterion.train()
     total, terms = criterion(output, labels)
 
-    id_loss = CrossEntropyLabelSmooth(3, 0.1)
+    id_loss = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     triplet = BatchHardTripletLoss(0.3)
     # Fresh BN in train mode is deterministic given the batch, so the terms can be recomputed.
     expected_v = id_loss(criterion.classifier(output.embedding), labels) + triplet(output.embedding, labels)
