@@ -6,9 +6,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from service.batching import MicroBatcher
 from service.config import Settings
 from service.decoding import DecodeLimits, TrackletDecoder
-from service.embedder import MicroBatcher, OnnxEmbedder
+from service.embedder import OnnxEmbedder
 from service.gallery import Gallery, open_gallery
 from service.metrics import Gauge, ServiceMetrics
 

@@ -18,9 +18,9 @@ from service_media import (
 )
 
 from service.app import create_app
+from service.batching import MicroBatcher
 from service.config import Settings
 from service.decoding import NamedMedia
-from service.embedder import MicroBatcher
 
 
 def frame_files(seed: int, count: int = 6, extension: str = ".png", height: int = 48, width: int = 24):
