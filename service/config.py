@@ -59,7 +59,14 @@ class Settings(BaseSettings):
     max_frame_dimension: int = Field(4096, ge=1, description="Largest frame width or height, in pixels.")
     max_archive_entries: int = Field(2000, ge=1, description="Most entries in an uploaded .zip/.tar.")
     max_archive_bytes: int = Field(
-        128 * MiB, ge=1, description="Most uncompressed bytes in an uploaded .zip/.tar (zip-bomb guard)."
+        128 * MiB, ge=1,
+        description="Most bytes read out of an uploaded .zip/.tar, headers included, counted as it decompresses "
+        "(zip-bomb and header-bomb guard).",
+    )
+    max_decoded_pixels: int = Field(
+        4 * 1024**3, ge=1,
+        description="Most pixels decoded for one upload, all frames together (only sampled images are decoded; "
+        "a video is decoded up to its last sampled frame); beyond it: 413 before decoding.",
     )
 
     max_batch: int = Field(8, ge=1, description="Most tracklets embedded in one onnxruntime call.")

@@ -51,6 +51,7 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
                 max_frame_dimension=settings.max_frame_dimension,
                 max_archive_entries=settings.max_archive_entries,
                 max_archive_bytes=settings.max_archive_bytes,
+                max_decoded_pixels=settings.max_decoded_pixels,
             ),
         )
         batcher = MicroBatcher(

@@ -15,6 +15,8 @@ class DecodeLimits:
     max_frame_dimension: int = 4096
     max_archive_entries: int = 2000
     max_archive_bytes: int = 128 * 1024 * 1024
+    max_decoded_pixels: int = 4 * 1024**3
+    """Most pixels decoded for one upload, all frames together (width x height, at the decoded size)."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,17 @@
-"""`TrackletDecoder`: an upload of any media kind -> the model's T frames."""
+"""`TrackletDecoder`: an upload of any media kind -> the model's T frames.
+
+Work is bounded before it is done: frame counts and sizes come from headers (images, archive entries,
+video containers and, for MJPEG, every frame's own JPEG header) before any pixel is decoded; only the
+frames that sampling picks are decoded (video frames before the last sampled one are decoded by the codec,
+since later frames depend on them, but never converted); the pixels decoded for one upload are capped by
+``max_decoded_pixels``. Any error of a decoder is the client's (InvalidMediaError, 422), never a 500.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Sequence
 
 import cv2
@@ -11,10 +19,20 @@ import numpy as np
 
 from service.decoding.archives import read_archive
 from service.decoding.common import DecodedTracklet, DecodeLimits, NamedMedia, shorten
-from service.decoding.images import image_header_size, to_model_frame
+from service.decoding.images import (
+    ACCEPTED_IMAGES_TEXT,
+    image_format,
+    image_header_size,
+    jpeg_size,
+    reduced_read_flag,
+    to_model_frame,
+)
 from service.decoding.video import open_capture, quiet_opencv_logging
 from service.errors import InvalidMediaError, LimitExceededError
 from service.sampling import sample_frame_indices
+
+# Codec tags of Motion JPEG: every packet is a whole JPEG image with its own frame header.
+_MJPEG_TAGS = frozenset({b"MJPG", b"mjpg", b"MJPA", b"mjpa", b"AVRn", b"AVDJ", b"jpeg", b"JPEG", b"dmb1", b"LJPG"})
 
 
 class TrackletDecoder:
@@ -52,31 +70,60 @@ class TrackletDecoder:
                 code="frame_too_large",
             )
 
+    def _check_pixel_budget(self, pixels: int, what: str) -> None:
+        if pixels > self.limits.max_decoded_pixels:
+            raise LimitExceededError(
+                f"The {what} would decode {pixels} pixels; at most {self.limits.max_decoded_pixels} are "
+                "decoded per request (REID_MAX_DECODED_PIXELS).",
+                code="too_many_pixels",
+            )
+
     def _pack(self, frames_by_index: dict[int, np.ndarray], indices: np.ndarray, decoded: int) -> DecodedTracklet:
         clip = np.stack([frames_by_index[int(index)] for index in indices])
         return DecodedTracklet(clip, decoded, tuple(int(index) for index in indices))
 
+    def _decode_image(self, image: NamedMedia, kind: str, size: tuple[int, int], label: str) -> np.ndarray:
+        flag, divisor = reduced_read_flag(kind, *size, self.width, self.height)
+        buffer = np.frombuffer(image.data, dtype=np.uint8)
+        try:
+            decoded = cv2.imdecode(buffer, flag)
+        except cv2.error as error:  # e.g. over OpenCV's own pixel limit, or a codec failure
+            raise InvalidMediaError(f"{label} cannot be decoded ({kind}).") from error
+        if decoded is None or decoded.size == 0:
+            raise InvalidMediaError(f"{label} is not an image OpenCV can read.")
+        # The decoded size must be the one the header promised (at the reduced scale).
+        self._check_dimensions(decoded.shape[1] * divisor, decoded.shape[0] * divisor, label)
+        if decoded.ndim == 2:
+            decoded = cv2.cvtColor(decoded, cv2.COLOR_GRAY2BGR)
+        return decoded
+
     # -- public --------------------------------------------------------------------------------------------
     def decode_images(self, images: Sequence[NamedMedia]) -> DecodedTracklet:
-        """Frames given as image files, in the given order. Every file must be an image OpenCV reads."""
+        """Frames given as image files, in the given order. Every file must be an allowed image format whose
+        header gives a size within the limit; only the sampled ones are decoded."""
         if not images:
             raise InvalidMediaError("No frames were uploaded.")
         self._check_frame_count(len(images), "upload")
-        indices = sample_frame_indices(len(images), self.num_frames)
-        wanted = set(indices.tolist())
-        kept: dict[int, np.ndarray] = {}
+        headers: list[tuple[str, tuple[int, int], str]] = []
         for position, image in enumerate(images):
             label = f"Frame {position + 1} ('{shorten(image.name)}')"
-            header_size = image_header_size(image.data)
-            if header_size is not None:
-                self._check_dimensions(*header_size, label)
-            buffer = np.frombuffer(image.data, dtype=np.uint8)
-            decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-            if decoded is None or decoded.size == 0:
-                raise InvalidMediaError(f"{label} is not an image OpenCV can read.")
-            self._check_dimensions(decoded.shape[1], decoded.shape[0], label)
-            if position in wanted:
-                kept[position] = to_model_frame(decoded, self.height, self.width)
+            kind = image_format(image.data)
+            if kind is None:
+                raise InvalidMediaError(
+                    f"{label} is not an image in an accepted format ({ACCEPTED_IMAGES_TEXT})."
+                )
+            size = image_header_size(image.data)
+            if size is None or 0 in size:
+                raise InvalidMediaError(f"{label} is a {kind} file whose header cannot be read.")
+            self._check_dimensions(*size, label)
+            headers.append((kind, size, label))
+        indices = sample_frame_indices(len(images), self.num_frames)
+        wanted = sorted(set(indices.tolist()))
+        self._check_pixel_budget(sum(headers[k][1][0] * headers[k][1][1] for k in wanted), "upload")
+        kept = {
+            position: to_model_frame(self._decode_image(images[position], *headers[position]), self.height, self.width)
+            for position in wanted
+        }
         return self._pack(kept, indices, len(images))
 
     def decode_archive(self, data: bytes) -> DecodedTracklet:
@@ -87,25 +134,14 @@ class TrackletDecoder:
         return self.decode_images(members)
 
     def decode_video(self, data: bytes) -> DecodedTracklet:
-        """Frames of a video file. Two passes: count the frames, then decode only the sampled ones."""
+        """Frames of a video file in an allowed container. Two passes: read the packets without decoding
+        them (count them, and check each Motion JPEG frame's size from its header), then decode up to the
+        last sampled frame and convert only the sampled ones."""
         if not data:
             raise InvalidMediaError("The video file is empty.")
         spill: list[str] = []
         try:
-            with open_capture(data, spill) as capture:
-                if not capture.isOpened():
-                    raise InvalidMediaError(
-                        "The video could not be opened: not a video OpenCV can decode, or truncated."
-                    )
-                width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-                height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-                self._check_dimensions(width, height, "The video")
-                declared_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-                # grab() decodes without the colour conversion, so counting costs less than reading.
-                frame_count = 0
-                while capture.grab():
-                    frame_count += 1
-                    self._check_frame_count(frame_count, "video")
+            frame_count, declared_count, width, height = self._scan_video(data, spill)
             if frame_count == 0:
                 raise InvalidMediaError("The video has no decodable frames.")
             # A cut-off .avi or .mkv still opens and decodes up to the cut; its header gives it away. The
@@ -113,14 +149,16 @@ class TrackletDecoder:
             if declared_count >= 1 and frame_count < min(0.9 * declared_count, declared_count - 1):
                 raise InvalidMediaError(
                     f"The video is truncated or corrupt: its header declares {int(declared_count)} frames "
-                    f"but only {frame_count} decode."
+                    f"but only {frame_count} are in it."
                 )
             indices = sample_frame_indices(frame_count, self.num_frames)
             wanted = set(indices.tolist())
             last_wanted = max(wanted)
+            self._check_pixel_budget((last_wanted + 1) * width * height, "video")
             kept: dict[int, np.ndarray] = {}
             with open_capture(data, spill) as capture:
                 for position in range(last_wanted + 1):
+                    # grab() decodes (later frames depend on earlier ones) without converting the image.
                     if not capture.grab():
                         raise InvalidMediaError(f"Frame {position + 1} of the video could not be decoded.")
                     if position not in wanted:
@@ -133,7 +171,36 @@ class TrackletDecoder:
                         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
                     kept[position] = to_model_frame(image, self.height, self.width)
             return self._pack(kept, indices, frame_count)
+        except cv2.error as error:
+            raise InvalidMediaError("The video cannot be decoded.") from error
         finally:
             for path in spill:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+    def _scan_video(self, data: bytes, spill: list[str]) -> tuple[int, float, int, int]:
+        """(packets, declared frame count, width, height) without decoding a frame."""
+        with open_capture(data, spill, raw=True) as capture:
+            if not capture.isOpened():
+                raise InvalidMediaError("The video could not be opened: not a video OpenCV can decode, or truncated.")
+            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            self._check_dimensions(width, height, "The video")
+            declared_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            tag = struct.pack("<I", int(capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF)
+            motion_jpeg = tag in _MJPEG_TAGS
+            frame_count = 0
+            while capture.grab():
+                ok, packet = capture.retrieve()
+                payload = packet.tobytes() if ok and packet is not None else b""
+                if motion_jpeg or payload[:2] == b"\xff\xd8":
+                    # Each Motion JPEG frame declares its own size, whatever the container said.
+                    start = payload.find(b"\xff\xd8")
+                    size = jpeg_size(payload[start:]) if start >= 0 else None
+                    if size is None:
+                        break  # a cut-off or corrupt frame ends the video: nothing after it is decoded
+                    self._check_dimensions(*size, f"Frame {frame_count + 1} of the video")
+                    width, height = max(width, size[0]), max(height, size[1])
+                frame_count += 1
+                self._check_frame_count(frame_count, "video")
+        return frame_count, declared_count, width, height

@@ -135,10 +135,14 @@ def test_huge_png_is_rejected_from_its_header_before_decoding(decoder, monkeypat
     assert error.value.code == "frame_too_large"
 
 
-def test_frame_over_the_dimension_limit_after_decoding(decoder):
-    # TIFF has no header parser here: the decoded size is checked instead.
+def test_tiff_over_the_dimension_limit_is_refused_from_its_header(decoder, monkeypatch):
     tiff = encode_image(np.zeros((10, 201, 3), np.uint8), ".tiff")
-    assert image_header_size(tiff) is None
+    assert image_header_size(tiff) == (201, 10)
+
+    def fail_imdecode(*args, **kwargs):
+        raise AssertionError("imdecode must not run for an oversized header")
+
+    monkeypatch.setattr(decoding_images.cv2, "imdecode", fail_imdecode)
     with pytest.raises(LimitExceededError, match="201x10"):
         decoder.decode_images([NamedMedia("wide.tiff", tiff)])
 
