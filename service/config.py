@@ -46,6 +46,18 @@ class Settings(BaseSettings):
         description="Seconds a client has to send a whole request body, from its first byte; a slower upload "
         "(e.g. one byte per second) is cut off with 408 and the connection closed.",
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Seconds a client has to send a request's headers, from the connection's start or the end of "
+        "its previous response; a slower client (e.g. one header byte per second) is disconnected. Needs the "
+        "service's HTTP protocol: `python -m service` uses it; with uvicorn, pass "
+        "`--http service.http_protocol:GuardedH11Protocol`.",
+    )
+    max_connections: int = Field(
+        1000, ge=1,
+        description="Most client connections open at once; a connection beyond it gets 503 and is closed at once "
+        "(same protocol as REID_HEADER_TIMEOUT_S).",
+    )
     max_concurrent_uploads: int = Field(
         32, ge=1,
         description="Most enroll/query requests in progress at once (receiving, decoding, embedding); beyond it, "

@@ -42,6 +42,7 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_SHUTDOWN_TIMEOUT_S": "3", "REID_DETECTOR": "/m/yolo.onnx", "REID_DETECTOR_THRESHOLD": "0.4",
         "REID_DETECTOR_PERSON_CLASS": "1", "REID_FOOTAGE_MAX_TRACKLET_S": "4.5", "REID_FOOTAGE_MIN_TRACK_FRAMES": "3",
         "REID_FOOTAGE_MIN_BOX_HEIGHT": "24", "REID_GALLERY_BACKEND": "sqlite",
+        "REID_MAX_DECODED_PIXELS": "5000", "REID_HEADER_TIMEOUT_S": "2.5", "REID_MAX_CONNECTIONS": "7",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -58,6 +59,7 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert (settings.footage_max_tracklet_s, settings.footage_min_track_frames, settings.footage_min_box_height) == (
         4.5, 3, 24.0,
     )  # fmt: skip
+    assert (settings.max_decoded_pixels, settings.header_timeout_s, settings.max_connections) == (5000, 2.5, 7)
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 
