@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from training.architecture import HEAD_NAMES, head_label
 from training.config import TrainConfig, load_config
 from training.evaluation import RetrievalMetrics
-from training.rafa import HEAD_NAMES, head_label
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from training.architecture import DEFAULT_REDUCTION
 from training.model import ModelConfig, build_model
-from training.rafa import DEFAULT_REDUCTION, build_head
+from training.rafa import build_head
 
 #: The paper's Table 2: baseline total and the cost each head adds, in G multiply-accumulates.
 PAPER_TABLE2 = {

@@ -15,24 +15,47 @@ by 10 at epochs 40 and 70, 120 epochs in all, and a triplet margin of 0.3.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
-from training.model import ModelConfig
+# torch-free on purpose (training.architecture, not training.model): reading a config imports no torch.
+from training.architecture import ModelConfig
+
+
+def none_words(value: Any) -> Any:
+    """YAML writes None as null or ~; "none" (any case) is taken too, as people type it on the command line."""
+    if isinstance(value, str) and value.strip().lower() in ("null", "none", "~"):
+        return None
+    return value
+
+
+def one_or_many(value: Any) -> Any:
+    """A single value where a list is expected (``--set optim.milestones=40``) is a list of one."""
+    return value if isinstance(value, list | tuple) else [value]
+
+
+OptionalStr = Annotated[str | None, BeforeValidator(none_words)]
+OptionalFloat = Annotated[float | None, BeforeValidator(none_words)]
+IntTuple = Annotated[tuple[int, ...], BeforeValidator(one_or_many)]
+
+#: How pydantic reads every section: unknown keys are errors; numbers where text is expected become text
+#: (``name: 2024``); everything else by pydantic's usual (lax) coercion, e.g. "1e-4" -> 1e-4, "yes" -> True.
+SECTION_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 @dataclass(frozen=True)
 class ModelSection(ModelConfig):
-    """The network (the fields of :class:`training.model.ModelConfig`) and how its weights start."""
+    """The network (the fields of :class:`training.architecture.ModelConfig`) and how its weights start."""
+
+    __pydantic_config__ = SECTION_CONFIG
 
     #: None (random init), a local torchvision ImageNet state-dict file, or "imagenet" (downloads).
-    pretrained: str | None = None
+    pretrained: OptionalStr = None
     #: Convert BatchNorm to SyncBatchNorm under multi-GPU training (CUDA only; ignored otherwise).
     sync_bn: bool = False
 
@@ -44,6 +67,8 @@ class ModelSection(ModelConfig):
 @dataclass
 class DataSection:
     """Which dataset, where, and how frames are drawn."""
+
+    __pydantic_config__ = SECTION_CONFIG
 
     #: mars, ilidsvid, prid2011, dukev or synthetic.
     dataset: str = "mars"
@@ -64,6 +89,8 @@ class DataSection:
 class AugmentSection:
     """Sequence-level augmentation: one random draw per tracklet, applied to all its frames."""
 
+    __pydantic_config__ = SECTION_CONFIG
+
     #: Random crop as in [23]: zero-pad by this many pixels per side, cut an HxW window at a random
     #: offset (0 disables it).
     crop_padding: int = 10
@@ -78,6 +105,8 @@ class AugmentSection:
 class SamplerSection:
     """PK batches: P identities x Z tracklets each (per process under multi-GPU training)."""
 
+    __pydantic_config__ = SECTION_CONFIG
+
     num_identities: int = 16
     tracklets_per_identity: int = 4
 
@@ -86,6 +115,8 @@ class SamplerSection:
 class OptimSection:
     """Adam with linear warm-up and step decay (values of [23], see the module docstring)."""
 
+    __pydantic_config__ = SECTION_CONFIG
+
     lr: float = 3.5e-4
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -93,7 +124,7 @@ class OptimSection:
     warmup_epochs: int = 10
     #: The warm-up starts at lr * warmup_factor and reaches lr after ``warmup_epochs``.
     warmup_factor: float = 0.1
-    milestones: tuple[int, ...] = (40, 70)
+    milestones: IntTuple = (40, 70)
     gamma: float = 0.1
 
 
@@ -101,9 +132,11 @@ class OptimSection:
 class LossSection:
     """Eq. 7 of the paper; see :class:`training.losses.ReIDCriterion`."""
 
+    __pydantic_config__ = SECTION_CONFIG
+
     label_smoothing: float = 0.1
     #: Batch-hard triplet margin; null gives the soft-margin variant.
-    triplet_margin: float | None = 0.3
+    triplet_margin: OptionalFloat = 0.3
     id_weight: float = 1.0
     triplet_weight: float = 1.0
     #: The 1/N sum over the per-granularity features v_g.
@@ -113,6 +146,8 @@ class LossSection:
 @dataclass
 class TrainConfig:
     """One training run."""
+
+    __pydantic_config__ = SECTION_CONFIG
 
     name: str = "mars-mg-rafa"
     seed: int = 1
@@ -135,64 +170,50 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        return build_dataclass(cls, values, prefix="")
+        """Validate and coerce a (nested) dict; KeyError for unknown keys, ValueError for unreadable values."""
+        try:
+            return train_config_adapter().validate_python(_empty_sections_as_defaults(values))
+        except ValidationError as error:
+            raise _validation_problem(error) from None
 
 
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str):
-    """Build ``cls`` from a (nested) dict, coercing every value to its field's type; unknown keys fail."""
-    if not isinstance(values, dict):
-        raise TypeError(f"{prefix or 'config'} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
+#: The sections of :class:`TrainConfig` (a YAML section left empty takes its defaults).
+SECTIONS = ("model", "data", "augment", "sampler", "optim", "loss")
+
+
+@functools.cache
+def train_config_adapter() -> TypeAdapter[TrainConfig]:
+    """pydantic's validator of TrainConfig (built once, on first use)."""
+    return TypeAdapter(TrainConfig)
+
+
+#: pydantic's error types for a key the dataclass does not have.
+UNKNOWN_KEY_ERRORS = ("unexpected_keyword_argument", "extra_forbidden")
+
+
+def _validation_problem(error: ValidationError) -> Exception:
+    """pydantic's first complaint as the error the command line prints: unknown keys as KeyError (with every
+    unknown dotted key), anything else as ValueError naming the key and the value."""
+    problems = error.errors()
+    unknown = [problem["loc"] for problem in problems if problem["type"] in UNKNOWN_KEY_ERRORS]
     if unknown:
-        raise KeyError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; known: {', '.join(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = build_dataclass(hint, value or {}, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = coerce(value, hint, f"{prefix}{name}")
-    return cls(**kwargs)
+        section: Any = TrainConfig
+        for part in unknown[0][:-1]:
+            section = {f.name: f.type for f in fields(section)}[part]
+            section = globals()[section] if isinstance(section, str) else section
+        known = ", ".join(f.name for f in fields(section))
+        keys = ", ".join(".".join(str(part) for part in location) for location in unknown)
+        return KeyError(f"unknown config key(s) {keys}; known: {known}")
+    problem = problems[0]
+    key = ".".join(str(part) for part in problem["loc"] if not isinstance(part, int)) or "config"
+    return ValueError(f"{key}: cannot read {problem['input']!r} ({problem['msg']})")
 
 
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Convert a YAML or command-line value to the annotated type (str, int, float, bool, Optional, tuple)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
-        non_none = [a for a in args if a is not type(None)]
-        return coerce(value, non_none[0], key)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
-        if not isinstance(value, list | tuple):
-            value = [value]
-        item_type = args[0] if args else str
-        return tuple(coerce(v, item_type, key) for v in value)
-    try:
-        if hint is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-                    raise ValueError(value)
-                return lowered in ("true", "yes", "1", "on")
-            return bool(value)
-        if hint is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if hint is float:
-            return float(value)
-        if hint is str:
-            return str(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{key}: cannot read {value!r} as {getattr(hint, '__name__', hint)}") from error
-    return value
+def _empty_sections_as_defaults(values: Any) -> Any:
+    """A YAML section with nothing under it (``optim:``) reads as None: take its defaults."""
+    if not isinstance(values, dict):
+        return values
+    return {key: {} if value is None and key in SECTIONS else value for key, value in values.items()}
 
 
 def set_dotted(values: dict[str, Any], dotted_key: str, raw_value: str) -> None:
@@ -200,7 +221,9 @@ def set_dotted(values: dict[str, Any], dotted_key: str, raw_value: str) -> None:
     parts = dotted_key.split(".")
     node = values
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or an empty YAML section
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise KeyError(f"{dotted_key}: {part} is not a section")
     node[parts[-1]] = yaml.safe_load(raw_value) if raw_value.strip() else ""

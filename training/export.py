@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES
 from training.checkpoint import load_checkpoint
 from training.model import IMAGENET_MEAN, IMAGENET_STD, VideoReIDModel, build_model
-from training.rafa import DEFAULT_REDUCTION, HEAD_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ losses live outside (``training.losses``); ``forward`` returns the same :class:`
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import resnet
 
-from training.rafa import DEFAULT_REDUCTION, HeadOutput, build_head, head_label
+from training.architecture import BACKBONE_CHANNELS, BACKBONE_STRIDE, ModelConfig
+from training.rafa import HeadOutput, build_head
 
 log = logging.getLogger(__name__)
 
@@ -22,41 +22,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BACKBONES = {
-    "resnet18": (resnet.resnet18, resnet.ResNet18_Weights.IMAGENET1K_V1, 512),
-    "resnet34": (resnet.resnet34, resnet.ResNet34_Weights.IMAGENET1K_V1, 512),
-    "resnet50": (resnet.resnet50, resnet.ResNet50_Weights.IMAGENET1K_V1, 2048),
+    "resnet18": (resnet.resnet18, resnet.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (resnet.resnet34, resnet.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (resnet.resnet50, resnet.ResNet50_Weights.IMAGENET1K_V1),
 }
-
-#: conv1 (stride 2) + maxpool (2) + layer2 (2) + layer3 (2); layer4 keeps stride 1 (last stride 1).
-BACKBONE_STRIDE = 16
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild the network; stored in checkpoints and model cards."""
-
-    backbone: str = "resnet50"
-    head: str = "mg-rafa"
-    granularities: int = 4
-    splits: int = 1
-    reduction: int = DEFAULT_REDUCTION
-    height: int = 256
-    width: int = 128
-
-    @property
-    def feature_size(self) -> tuple[int, int]:
-        return self.height // BACKBONE_STRIDE, self.width // BACKBONE_STRIDE
-
-    @property
-    def channels(self) -> int:
-        return BACKBONES[self.backbone][2]
-
-    @property
-    def label(self) -> str:
-        return head_label(self.head, self.granularities, self.splits)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class FrameBackbone(nn.Module):
@@ -74,7 +43,8 @@ class FrameBackbone(nn.Module):
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-        factory, weights, self.out_channels = BACKBONES[name]
+        factory, weights = BACKBONES[name]
+        self.out_channels = BACKBONE_CHANNELS[name]
         net = factory(weights=weights if pretrained == "imagenet" else None)
         if pretrained not in (None, "imagenet"):
             load_imagenet_weights(net, Path(pretrained))

@@ -26,15 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Default channel reduction ratio s of mu, nu, phi and psi.
-#: The paper leaves s to its (unavailable) supplementary. With s=6 and a single-layer theta the
-#: multiply-accumulate counts of our heads land on the paper's Table 2 column for ResNet-50, T=8,
-#: 256x128: SG-RAFA(S=1) 2.33 G (paper 2.301), MG-RAFA(N=2) 0.745 G (0.742), MG-RAFA(N=4) 0.211 G
-#: (0.212). s=8, the value of the same authors' RGA code, gives 1.75 G / 0.16 G, further from the
-#: paper, so 6 is the default (``python -m training.complexity`` prints the comparison).
-DEFAULT_REDUCTION = 6
-
-HEAD_NAMES = ("baseline", "sg-rafa", "mg-rafa", "mg-afa")
+from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES
 
 
 class HeadOutput(NamedTuple):
@@ -234,13 +226,3 @@ def build_head(
             channels, spatial_size, granularity_pools(granularities), reduction, use_relations=name == "mg-rafa"
         )
     raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEAD_NAMES)}")
-
-
-def head_label(name: str, granularities: int = 4, splits: int = 1) -> str:
-    """The paper's name for a head configuration, e.g. 'MG-RAFA(N=4)'."""
-    name = name.lower()
-    if name == "baseline":
-        return "Baseline"
-    if name == "sg-rafa":
-        return f"SG-RAFA(S={splits})"
-    return f"{name.upper()}(N={granularities})"
