@@ -14,6 +14,7 @@ import signal
 import uvicorn
 
 from service.app import configure_logging, create_app, load_or_exit, settings_or_exit
+from service.http_protocol import GuardedH11Protocol
 
 log = logging.getLogger("service")
 
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        # Header deadline and connection cap, which uvicorn's own protocol lacks (service/http_protocol.py).
+        http=GuardedH11Protocol.configured(settings.header_timeout_s, settings.max_connections),
     )
     for handled in (signal.SIGTERM, signal.SIGINT):
         signal.signal(handled, _note_signal_after_shutdown)

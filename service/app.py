@@ -2,7 +2,9 @@
 
 Run it with ``python -m service`` or ``uvicorn service.app:app`` (the module attribute ``app`` is built on
 first access, from the REID_ environment, and exits with a one-line reason when the model or gallery
-cannot be loaded); ``uvicorn --factory service.app:create_app`` works too.
+cannot be loaded); ``uvicorn --factory service.app:create_app`` works too. With uvicorn, add
+``--http service.http_protocol:GuardedH11Protocol`` for the header timeout and the connection cap
+(`python -m service` uses it by itself).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service import __version__
 from service.auth import KeyChecker
 from service.config import Settings, get_settings
 from service.errors import StartupError
+from service.framing import FramingMiddleware
 from service.handlers import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import (
@@ -123,6 +126,9 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         AdmissionMiddleware, max_concurrent=settings.max_concurrent_uploads, embed_queue_is_full=embed_queue_is_full
     )
     app.add_middleware(ApiKeyMiddleware, checker=app.state.key_checker, public_paths=frozenset(public_paths))
+    # Framing first: a request with both Content-Length and Transfer-Encoding is refused before any other
+    # middleware reads (or drains) its body.
+    app.add_middleware(FramingMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in (health.router, tracklets.router, query.router, model.router):
         app.include_router(router)

@@ -4,6 +4,7 @@ and per-request stage timings (reported in the Server-Timing header and /metrics
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from contextlib import contextmanager
@@ -71,11 +72,19 @@ def _refuse_non_standard_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf, which JSON cannot send back
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
 def parse_metadata(text: str | None, max_bytes: int) -> dict[str, Any]:
     """The ``metadata`` field: a JSON object given as a string (absent: {}), at most ``max_bytes`` of UTF-8.
 
-    Refused with InvalidRequestError (422): over the size, not JSON (NaN and Infinity are not), not an
-    object, nested too deep to parse, or holding text that cannot be sent back as UTF-8 (lone surrogates).
+    Refused with InvalidRequestError (422): over the size, not JSON (NaN and Infinity are not, nor numbers
+    that overflow to infinity such as 1e400), not an object, nested too deep to parse, or holding text that
+    cannot be sent back as UTF-8 (lone surrogates).
     """
     if text is None:
         return {}
@@ -86,7 +95,7 @@ def parse_metadata(text: str | None, max_bytes: int) -> dict[str, Any]:
     if size > max_bytes:
         raise InvalidRequestError(f"metadata is {size} bytes; at most {max_bytes} bytes are allowed.")
     try:
-        value = json.loads(text, parse_constant=_refuse_non_standard_constant)
+        value = json.loads(text, parse_constant=_refuse_non_standard_constant, parse_float=_finite_float)
     except json.JSONDecodeError as error:
         raise InvalidRequestError(f"metadata is not valid JSON: {error.msg} at position {error.pos}.") from None
     except ValueError as error:

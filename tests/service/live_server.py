@@ -39,7 +39,8 @@ def server_environment(model: Path, data_dir: Path, **extra: str) -> dict[str, s
 
 
 class LiveServer:
-    """One server process. ``command``: "module" (`python -m service`) or "uvicorn" (`uvicorn service.app:app`);
+    """One server process. ``command``: "module" (`python -m service`), "uvicorn" (`uvicorn service.app:app`) or
+    "uvicorn-guarded" (the same with the service's HTTP protocol, `--http service.http_protocol:GuardedH11Protocol`);
     ``prefix`` runs it under another command (e.g. ``nsenter`` for a private mount)."""
 
     def __init__(self, model: Path, data_dir: Path, log_path: Path, prefix: Sequence[str] = (),
@@ -47,7 +48,11 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        launcher = ["service"] if command == "module" else ["uvicorn", "service.app:app"]
+        launcher = {
+            "module": ["service"],
+            "uvicorn": ["uvicorn", "service.app:app"],
+            "uvicorn-guarded": ["uvicorn", "service.app:app", "--http", "service.http_protocol:GuardedH11Protocol"],
+        }[command]
         argv = [sys.executable, "-m", *launcher, "--host", "127.0.0.1", "--port", str(self.port)]
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
