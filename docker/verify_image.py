@@ -40,7 +40,7 @@ FORBIDDEN = {
 IMPORTS = {
     "cpu": ["cv2", "faiss", "fastapi", "numpy", "onnxruntime", "pydantic_settings", "uvicorn"],
     "gpu": ["cv2", "faiss", "fastapi", "numpy", "onnxruntime", "pydantic_settings", "uvicorn"],
-    "train": ["cv2", "onnx", "onnxruntime", "torch", "torchvision"],
+    "train": ["cv2", "onnx", "onnxruntime", "pydantic", "torch", "torchvision"],
 }
 #: The CUDA major version onnxruntime-gpu must be built for: the one faiss-gpu's wheels are built for.
 GPU_CUDA_MAJOR = 12

@@ -409,8 +409,12 @@ def test_copied_files_exist_and_pass_dockerignore(dockerfile, repo):
     assert copies
     for sources, _ in copies:
         for source in sources:
-            assert (repo / source).exists(), f"{dockerfile.name} copies {source}, which does not exist"
-            assert not dockerignore_excludes(source.rstrip("/")), f".dockerignore leaves {source} out"
+            # A wildcard source (models/*.py) copies what it matches: each match must exist and reach the build.
+            matches = sorted(p.relative_to(repo).as_posix() for p in repo.glob(source)) if "*" in source else [source]
+            assert matches, f"{dockerfile.name} copies {source}, which matches nothing"
+            for path in matches:
+                assert (repo / path).exists(), f"{dockerfile.name} copies {path}, which does not exist"
+                assert not dockerignore_excludes(path.rstrip("/")), f".dockerignore leaves {path} out"
 
 
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern]]:
@@ -454,7 +458,8 @@ def dockerignore_excludes(path: str) -> bool:
 
 
 @pytest.mark.parametrize("path", [".env", ".venv/bin/python", "data/mars/bbox_train", "runs/mars/final.pt",
-                                  "models/mgrafa.onnx", "gallery-data/gallery.sqlite", "tests/e2e"])
+                                  "models/mgrafa.onnx", "models/mgrafa.json", "gallery-data/gallery.sqlite",
+                                  "tests/e2e"])
 def test_dockerignore_keeps_secrets_and_data_out(path):
     assert dockerignore_excludes(path)
 
@@ -462,6 +467,7 @@ def test_dockerignore_keeps_secrets_and_data_out(path):
 def test_dockerignore_matcher_reads_exceptions():
     assert not dockerignore_excludes("service/app.py")
     assert not dockerignore_excludes("training/configs/mars.yaml")
+    assert not dockerignore_excludes("models/contract.py")  # the contract package, not the exported models
     assert dockerignore_excludes("service/__pycache__/app.cpython-311.pyc")
 
 
