@@ -6,16 +6,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from models import CardError, ModelCard, card_path_for, model_version_of
 from service.errors import StartupError
 
 log = logging.getLogger(__name__)
@@ -24,73 +21,13 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
-def card_path_for(model_path: Path) -> Path:
-    """The model card sits beside the ONNX file with a .json suffix."""
-    return model_path.with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """The fields of the model card (models/README.md) the service relies on, plus the raw card."""
-
-    name: str
-    model_version: str
-    input_name: str
-    height: int
-    width: int
-    num_frames: int
-    embedding_name: str
-    dim: int
-    normalized: bool
-    raw: dict[str, Any]
-
-    @classmethod
-    def from_dict(cls, card: dict[str, Any]) -> ModelCard:
-        """Validates a parsed card; raises StartupError naming the first thing wrong."""
-        try:
-            model_input = card["input"]
-            embedding = card["embedding"]
-            parsed = cls(
-                name=str(card["name"]),
-                model_version=str(card["model_version"]),
-                input_name=str(model_input["name"]),
-                height=int(model_input["height"]),
-                width=int(model_input["width"]),
-                num_frames=int(card["num_frames"]),
-                embedding_name=str(embedding["name"]),
-                dim=int(embedding["dim"]),
-                normalized=bool(embedding.get("normalized", False)),
-                raw=card,
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise StartupError(f"model card is missing or has a malformed field: {error!r}") from None
-        if model_input.get("dtype", "uint8") != "uint8" or model_input.get("layout", "BTHWC") != "BTHWC":
-            raise StartupError("model card input must be uint8 BTHWC frames (see models/README.md)")
-        if min(parsed.height, parsed.width, parsed.num_frames, parsed.dim) < 1:
-            raise StartupError("model card has a non-positive size, num_frames or dim")
-        return parsed
-
-    @classmethod
-    def from_file(cls, path: Path) -> ModelCard:
-        try:
-            card = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StartupError(f"model card {path} not found (it must sit beside the .onnx file)") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise StartupError(f"model card {path} is unreadable: {error}") from None
-        except json.JSONDecodeError as error:
-            raise StartupError(f"model card {path} is not valid JSON: {error}") from None
-        if not isinstance(card, dict):
-            raise StartupError(f"model card {path} is not a JSON object")
-        return cls.from_dict(card)
+def load_card(path: Path) -> ModelCard:
+    """The model card at ``path``, validated by the contract (models.ModelCard); StartupError naming every
+    problem when it is missing, unreadable or does not fit the schema."""
+    try:
+        return ModelCard.read(path)
+    except CardError as error:
+        raise StartupError(str(error)) from None
 
 
 def choose_providers(device: str, available: list[str]) -> list[str]:
@@ -107,6 +44,18 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return [CPU_PROVIDER]
 
 
+def device_reason(device: str, requested: list[str], got: str) -> str:
+    """Why the session runs where it runs, in words (logged, and kept as `OnnxEmbedder.device_reason`)."""
+    if got == "cuda":
+        return f"REID_DEVICE={device} and onnxruntime created a CUDA session"
+    if device == "cpu":
+        return "REID_DEVICE=cpu"
+    if CUDA_PROVIDER not in requested:
+        return "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu for CUDA)"
+    return ("CUDA was requested but onnxruntime could not create a CUDA session and fell back to the CPU "
+            "(no GPU, or CUDA/cuDNN libraries missing; see onnxruntime's log)")
+
+
 class OnnxEmbedder:
     """One onnxruntime session over the exported graph: uint8 clips (B, T, H, W, 3) -> embeddings (B, C).
 
@@ -120,9 +69,9 @@ class OnnxEmbedder:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise StartupError(f"model file {model_path} not found (set REID_MODEL_PATH)")
-        self.card = ModelCard.from_file(card_path_for(model_path))
+        self.card = load_card(card_path_for(model_path))
         try:
-            actual_version = file_sha256(model_path)[:16]
+            actual_version = model_version_of(model_path)
         except OSError as error:
             raise StartupError(f"model file {model_path} is unreadable: {error}") from None
         if actual_version != self.card.model_version:
@@ -144,13 +93,16 @@ class OnnxEmbedder:
         self.providers = list(self.session.get_providers())
         # Asking for CUDA is not enough: onnxruntime falls back to CPU when CUDA or cuDNN fail to load.
         self.device = "cuda" if self.providers and self.providers[0] == CUDA_PROVIDER else "cpu"
+        self.device_reason = device_reason(device, requested, self.device)
         if device == "cuda" and self.device != "cuda":
             raise StartupError("REID_DEVICE=cuda but onnxruntime could not create a CUDA session (see its log)")
+        if CUDA_PROVIDER in requested and self.device != "cuda":
+            log.warning("running on the CPU: %s", self.device_reason)
         self._check_graph()
         log.info(
-            "model %s (version %s) on %s: input %dx%d, T=%d, dim %d; providers %s",
-            self.card.name, self.card.model_version, self.device, self.card.height, self.card.width,
-            self.card.num_frames, self.card.dim, ",".join(self.providers),
+            "model %s (version %s, %s) on %s (%s): input %dx%d, T=%d, dim %d; providers %s",
+            self.card.name, self.card.model_version, self.card.precision, self.device, self.device_reason,
+            self.card.height, self.card.width, self.card.num_frames, self.card.dim, ",".join(self.providers),
         )
 
     def _check_graph(self) -> None:

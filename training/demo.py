@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models import ModelCard, card_path_for
+
 log = logging.getLogger("demo")
 
 #: Offline (PyTorch) and service (onnxruntime) metrics must agree within this many points.
@@ -68,17 +70,17 @@ def ensure_trained(config_path: Path, data_root: Path, run_dir: Path, overrides:
     return final
 
 
-def ensure_exported(checkpoint: Path, onnx_path: Path) -> dict:
+def ensure_exported(checkpoint: Path, onnx_path: Path) -> ModelCard:
     from training.export import export_model, load_checkpoint_model
 
-    card_path = onnx_path.with_suffix(".json")
+    card_path = card_path_for(onnx_path)
     if onnx_path.is_file() and card_path.is_file() and onnx_path.stat().st_mtime >= checkpoint.stat().st_mtime:
         print(f"reusing the export {onnx_path}")
-        return json.loads(card_path.read_text())
+        return ModelCard.read(card_path)
     model, info, num_frames = load_checkpoint_model(checkpoint)
     card = export_model(model, onnx_path, num_frames=num_frames, training_info=info)
-    print(f"exported {onnx_path} (model_version {card['model_version']}, "
-          f"parity {card['export']['parity_max_rel_error']:.1e})")
+    print(f"exported {onnx_path} (model_version {card.model_version}, "
+          f"parity {card.export.parity_max_rel_error:.1e})")
     return card
 
 
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with httpx.Client(timeout=10.0) as client:
             ready = service.wait_ready(client)
-        print(f"service ready at {service.url} on {ready.get('device', '?')} (model {card['model_version']})")
+        print(f"service ready at {service.url} on {ready.get('device', '?')} (model {card.model_version})")
 
         step("6/6 enroll the gallery and query it over HTTP")
         dataset = load_dataset("synthetic", args.data_root)
@@ -240,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             offline_value, served_value = offline[key], served[key]
             agree &= abs(offline_value - served_value) <= AGREEMENT_TOLERANCE
             print(f"| {key} | {100 * offline_value:.1f}% | {100 * served_value:.1f}% |")
-        report = {"offline": offline, "service": served, "timings": timings, "model": card["model"],
-                  "model_version": card["model_version"], "agree": agree,
+        report = {"offline": offline, "service": served, "timings": timings, "model": card.model.model_dump(),
+                  "model_version": card.model_version, "agree": agree,
                   "total_minutes": (time.perf_counter() - started) / 60}
         (args.run_dir / "demo.json").write_text(json.dumps(report, indent=2) + "\n")
         print(f"\n{'AGREE' if agree else 'DISAGREE'}: offline and service metrics "

@@ -12,8 +12,6 @@ on fresh random input before the card is written.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -25,14 +23,27 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import (
+    EMBEDDING_NAME,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_NAME,
+    CardArchitecture,
+    CardEmbedding,
+    CardExport,
+    CardInput,
+    CardTraining,
+    ModelCard,
+    card_path_for,
+    model_version_of,
+)
 from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES
 from training.checkpoint import load_checkpoint
-from training.model import IMAGENET_MEAN, IMAGENET_STD, VideoReIDModel, build_model
+from training.model import VideoReIDModel, build_model
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
-CARD_FORMAT_VERSION = 1
 
 
 class ExportWrapper(nn.Module):
@@ -72,14 +83,6 @@ def attention_output_names(model: VideoReIDModel) -> list[str]:
     return [f"attention_{index + 1}" for index in range(len(groups))]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_parity(
     wrapper: ExportWrapper,
     onnx_path: Path,
@@ -93,6 +96,7 @@ def check_parity(
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
     height, width = wrapper.model.config.height, wrapper.model.config.width
     generator = np.random.default_rng(seed)
     worst = 0.0
@@ -100,7 +104,7 @@ def check_parity(
         data = generator.integers(0, 256, size=(batch, frames, height, width, 3), dtype=np.uint8)
         with torch.no_grad():
             expected = [t.numpy() for t in wrapper(torch.from_numpy(data))]
-        actual = session.run(None, {"frames": data})
+        actual = session.run(None, {input_name: data})
         for want, got in zip(expected, actual, strict=True):
             if want.shape != got.shape:
                 raise AssertionError(f"onnxruntime output shape {got.shape} != PyTorch {want.shape}")
@@ -117,8 +121,9 @@ def export_model(
     normalize: bool = False,
     with_attention: bool = False,
     parity_tolerance: float = 1e-4,
-) -> dict:
-    """Write ``out_path`` (.onnx) and the model card beside it (.json); return the card.
+) -> ModelCard:
+    """Write ``out_path`` (.onnx) and the model card beside it (.json, through models.ModelCard); return
+    the card. ``training_info``: the card's `training` section (dataset, checkpoint, epoch, metrics).
 
     Raises AssertionError when onnxruntime disagrees with PyTorch by more than ``parity_tolerance``
     (relative), in which case nothing is left at ``out_path``.
@@ -129,7 +134,7 @@ def export_model(
     wrapper = ExportWrapper(model, normalize=normalize, with_attention=with_attention).eval()
     config = model.config
     attention_names = attention_output_names(model) if with_attention else []
-    output_names = ["embedding", *attention_names]
+    output_names = [EMBEDDING_NAME, *attention_names]
     dynamic_shapes = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("frames")},)
     example = torch.zeros(2, num_frames, config.height, config.width, 3, dtype=torch.uint8)
 
@@ -143,7 +148,7 @@ def export_model(
                 wrapper,
                 (example,),
                 str(tmp_path),
-                input_names=["frames"],
+                input_names=[INPUT_NAME],
                 output_names=output_names,
                 dynamic_shapes=dynamic_shapes,
                 opset_version=OPSET,
@@ -159,35 +164,28 @@ def export_model(
     finally:
         tmp_path.unlink(missing_ok=True)
 
-    card = {
-        "format_version": CARD_FORMAT_VERSION,
-        "name": out_path.stem,
-        "model_version": file_sha256(out_path)[:16],
-        "onnx_file": out_path.name,
-        "input": {
-            "name": "frames",
-            "dtype": "uint8",
-            "layout": "BTHWC",
-            "color": "RGB",
-            "height": config.height,
-            "width": config.width,
-        },
-        "num_frames": num_frames,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "embedding": {"name": "embedding", "dim": model.embedding_dim, "normalized": normalize, "metric": "l2"},
-        "attention_outputs": attention_names,
-        "model": {**config.to_dict(), "label": config.label},
-        "training": training_info,
-        "export": {
-            "opset": OPSET,
-            "torch": torch.__version__,
-            "parity_max_rel_error": parity,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    }
-    card_path = out_path.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    # Validated on the way out: an export that does not fit the contract fails here, not in the service.
+    card = ModelCard(
+        name=out_path.stem,
+        model_version=model_version_of(out_path),
+        onnx_file=out_path.name,
+        input=CardInput(height=config.height, width=config.width),
+        num_frames=num_frames,
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        precision="fp32",
+        embedding=CardEmbedding(dim=model.embedding_dim, normalized=normalize),
+        attention_outputs=attention_names,
+        model=CardArchitecture(**config.to_dict(), label=config.label),
+        training=CardTraining(**training_info) if training_info is not None else None,
+        export=CardExport(
+            opset=OPSET,
+            torch=str(torch.__version__),
+            parity_max_rel_error=parity,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ),
+    )
+    card_path = card.write(card_path_for(out_path))
     log.info("exported %s (%s, dim %d, parity %.1e) and %s", out_path, config.label, model.embedding_dim,
              parity, card_path.name)
     return card
@@ -259,10 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         info, num_frames = None, args.num_frames or 8
     card = export_model(model, args.out, num_frames=num_frames, training_info=info,
                         normalize=args.normalize, with_attention=args.with_attention)
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}: {card['model']['label']} on "
-          f"{card['model']['backbone']}, {card['input']['height']}x{card['input']['width']}, T={num_frames}, "
-          f"dim {card['embedding']['dim']}, model_version {card['model_version']}, "
-          f"parity max rel error {card['export']['parity_max_rel_error']:.1e}")
+    print(f"wrote {args.out} and {card_path_for(args.out)}: {card.model.label} on {card.model.backbone}, "
+          f"{card.height}x{card.width}, T={card.num_frames}, dim {card.dim}, model_version {card.model_version}, "
+          f"parity max rel error {card.export.parity_max_rel_error:.1e}")
     return 0
 
 

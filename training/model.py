@@ -13,13 +13,11 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
+from models import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - the contract's constants, re-exported
 from training.architecture import BACKBONE_CHANNELS, BACKBONE_STRIDE, ModelConfig
 from training.rafa import HeadOutput, build_head
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BACKBONES = {
     "resnet18": (resnet.resnet18, resnet.ResNet18_Weights.IMAGENET1K_V1),

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from models import sample_frame_indices
 from service.decoding.archives import read_archive
 from service.decoding.common import DecodedTracklet, DecodeLimits, NamedMedia, shorten
 from service.decoding.images import (
@@ -29,7 +30,6 @@ from service.decoding.images import (
 )
 from service.decoding.video import open_capture, quiet_opencv_logging
 from service.errors import InvalidMediaError, LimitExceededError
-from service.sampling import sample_frame_indices
 
 # Codec tags of Motion JPEG: every packet is a whole JPEG image with its own frame header.
 _MJPEG_TAGS = frozenset({b"MJPG", b"mjpg", b"MJPA", b"mjpa", b"AVRn", b"AVDJ", b"jpeg", b"JPEG", b"dmb1", b"LJPG"})

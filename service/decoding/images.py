@@ -18,15 +18,17 @@ import struct
 import cv2
 import numpy as np
 
+from models import model_frame_from_bgr
+
 #: Formats that may reach a decoder, by their leading bytes (TIFF has two byte orders).
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WebP", "TIFF")
 ACCEPTED_IMAGES_TEXT = "PNG, JPEG, GIF, BMP, WebP or TIFF"
 
 
 def to_model_frame(image_bgr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """One decoded OpenCV image (BGR) -> RGB uint8 (height, width, 3), exactly as training prepares frames."""
-    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    """One decoded OpenCV image (BGR) -> RGB uint8 (height, width, 3): the contract's conversion, the one
+    training applies to dataset frames."""
+    return model_frame_from_bgr(image_bgr, height, width)
 
 
 def image_format(data: bytes) -> str | None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models import sample_frame_indices
 from service.footage.crops import crop_quality, crop_resize_pad
-from service.sampling import sample_frame_indices
 
 
 @dataclass

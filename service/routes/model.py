@@ -20,7 +20,7 @@ router = APIRouter(tags=["model"], dependencies=[APIKeyDep], responses=ERROR_RES
 )
 async def get_model(state: StateDep) -> dict[str, Any]:
     return {
-        **state.embedder.card.raw,
+        **state.embedder.card.to_json_dict(),
         "serving": {
             "device": state.embedder.device,
             "providers": state.embedder.providers,

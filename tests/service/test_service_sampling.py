@@ -1,11 +1,11 @@
-"""Test-time frame sampling of the service."""
+"""Test-time frame sampling: the contract's rule (models.sample_frame_indices), which the service calls."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from service.sampling import sample_frame_indices
+from models import sample_frame_indices
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,8 @@ from service.sampling import sample_frame_indices
         (1, 4, [0, 0, 0, 0]),
         (100, 1, [50]),
         (7, 2, [1, 5]),  # edges 0, 3.5, 7 -> centres 1.75, 5.25
+        # float64 linspace, not integer arithmetic: the exact centre 7 of chunk 2 comes out as 6.999...
+        (14, 5, [1, 4, 6, 9, 12]),
     ],
 )
 def test_centre_of_each_uniform_chunk(num_frames, num_samples, expected):

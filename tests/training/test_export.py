@@ -10,8 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from models import IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, ModelCard, model_version_of
 from training.export import ExportWrapper, export_model, main
-from training.model import IMAGENET_MEAN, IMAGENET_STD, build_model
+from training.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +27,17 @@ def exported(tmp_path_factory):
 def test_one_self_contained_file_with_card(exported):
     _, path, card = exported
     assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.json", "tiny.onnx"]  # no .onnx.data
-    assert json.loads(path.with_suffix(".json").read_text()) == card
-    assert card["input"] == {"name": "frames", "dtype": "uint8", "layout": "BTHWC", "color": "RGB",
-                             "height": 64, "width": 32}
-    assert card["num_frames"] == 8 and card["embedding"]["dim"] == 512
-    assert card["embedding"]["normalized"] is False and card["embedding"]["metric"] == "l2"
-    assert card["model"]["label"] == "MG-RAFA(N=4)" and card["model"]["granularities"] == 4
-    assert card["mean"] == list(IMAGENET_MEAN) and card["std"] == list(IMAGENET_STD)
-    assert len(card["model_version"]) == 16 and card["training"] is None
-    assert card["attention_outputs"] == ["attention_1", "attention_2", "attention_3", "attention_4"]
+    written = json.loads(path.with_suffix(".json").read_text())
+    assert written == card.to_json_dict() and ModelCard.read(path.with_suffix(".json")) == card
+    assert written["schema_version"] == SCHEMA_VERSION == 2 and written["precision"] == "fp32"
+    assert written["input"] == {"name": "frames", "dtype": "uint8", "layout": "BTHWC", "color": "RGB",
+                                "height": 64, "width": 32}
+    assert written["num_frames"] == 8 and written["embedding"]["dim"] == 512
+    assert written["embedding"]["normalized"] is False and written["embedding"]["metric"] == "l2"
+    assert written["model"]["label"] == "MG-RAFA(N=4)" and written["model"]["granularities"] == 4
+    assert written["mean"] == list(IMAGENET_MEAN) and written["std"] == list(IMAGENET_STD)
+    assert written["model_version"] == model_version_of(path) and written["training"] is None
+    assert written["attention_outputs"] == ["attention_1", "attention_2", "attention_3", "attention_4"]
 
 
 def test_graph_signature_is_uint8_with_dynamic_batch_and_frames(exported):

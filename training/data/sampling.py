@@ -1,7 +1,6 @@
 """Which frames of a tracklet to use, and which tracklets form a batch.
 
-Frame sampling is numpy only: the service re-implements the test-time rule and a test pins both to the
-same indices.
+Test-time frame sampling is the contract's (models.sample_frame_indices), the function the service calls.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch.utils.data
 
+from models import sample_frame_indices
+
 log = logging.getLogger(__name__)
 
 
@@ -19,23 +20,22 @@ def chunk_frame_indices(num_frames: int, num_chunks: int, rng: np.random.Generat
     """One frame index per chunk after splitting ``[0, num_frames)`` uniformly into ``num_chunks`` chunks.
 
     Chunk ``k`` spans ``[edges[k], edges[k+1])`` with ``edges = linspace(0, num_frames, num_chunks + 1)``.
-    Without ``rng`` (test) each chunk gives its centre frame ``floor((edges[k] + edges[k+1]) / 2)``; with
+    Without ``rng`` (test) each chunk gives its centre frame ``floor((edges[k] + edges[k+1]) / 2)``, by the
+    contract's :func:`models.sample_frame_indices`, the service's rule; with
     ``rng`` (training) a uniformly random frame in ``[floor(edges[k]), max(floor(edges[k]) + 1,
     ceil(edges[k+1])))``. Indices are clipped to ``num_frames - 1``, so tracklets shorter than
     ``num_chunks`` repeat frames, in temporal order. Always returns ``num_chunks`` int64 indices.
     """
+    if rng is None:
+        return sample_frame_indices(num_frames, num_chunks)
     if num_frames < 1:
         raise ValueError(f"a tracklet needs at least one frame, got {num_frames}")
     if num_chunks < 1:
         raise ValueError(f"num_chunks must be positive, got {num_chunks}")
     edges = np.linspace(0.0, float(num_frames), num_chunks + 1)
-    if rng is None:
-        indices = np.floor((edges[:-1] + edges[1:]) / 2.0).astype(np.int64)
-    else:
-        low = np.floor(edges[:-1]).astype(np.int64)
-        high = np.maximum(low + 1, np.ceil(edges[1:]).astype(np.int64))
-        indices = rng.integers(low, high)
-    return np.minimum(indices, num_frames - 1).astype(np.int64)
+    low = np.floor(edges[:-1]).astype(np.int64)
+    high = np.maximum(low + 1, np.ceil(edges[1:]).astype(np.int64))
+    return np.minimum(rng.integers(low, high), num_frames - 1).astype(np.int64)
 
 
 def dense_clip_indices(num_frames: int, clip_len: int) -> list[np.ndarray]:

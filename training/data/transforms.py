@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from training.model import IMAGENET_MEAN, IMAGENET_STD
+from models import IMAGENET_MEAN, IMAGENET_STD, model_frame_from_bgr
 
 #: The ImageNet mean colour in uint8: erased pixels normalise to about zero.
 ERASE_FILL = tuple(round(255 * m) for m in IMAGENET_MEAN)
@@ -21,13 +21,13 @@ ERASE_FILL = tuple(round(255 * m) for m in IMAGENET_MEAN)
 def load_frame(path: str, height: int, width: int) -> np.ndarray:
     """Read an image as RGB uint8 (height, width, 3), resized with bilinear interpolation.
 
-    This is exactly what the service does to uploaded frames, so offline and service embeddings agree.
+    The conversion is the contract's (models.model_frame_from_bgr), the one the service applies to uploaded
+    frames, so offline and service embeddings agree.
     """
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f"cannot read image {path}")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return model_frame_from_bgr(image, height, width)
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
