@@ -27,9 +27,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.machine import load_average, machine_description
+from models import IMAGENET_MEAN, IMAGENET_STD
 from service.embedder import OnnxEmbedder
 from training.export import ExportWrapper, export_model
-from training.model import IMAGENET_MEAN, IMAGENET_STD, build_model
+from training.model import build_model
 
 log = logging.getLogger("bench_embedding")
 

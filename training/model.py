@@ -13,7 +13,6 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
-from models import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - the contract's constants, re-exported
 from training.architecture import BACKBONE_CHANNELS, BACKBONE_STRIDE, ModelConfig
 from training.rafa import HeadOutput, build_head
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from models import IMAGENET_MEAN, IMAGENET_STD
 from training.data import load_dataset
 from training.data.sampling import PKSampler, chunk_frame_indices, dense_clip_indices
 from training.data.transforms import SequenceAugment
 from training.data.video_dataset import TrackletDataset
-from training.model import IMAGENET_MEAN, IMAGENET_STD
 
 
 def chunk_bounds(num_frames: int, num_chunks: int) -> list[tuple[int, int]]:
