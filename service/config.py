@@ -27,6 +27,32 @@ class Settings(BaseSettings):
         description="Where the gallery lives: sqlite (SQLite records and a FAISS index in REID_DATA_DIR). An "
         "unknown name stops the service at start-up.",
     )
+    index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
+        "auto",
+        description="FAISS index of the sqlite backend: flat (exact), ivf (IVF with REID_INDEX_IVF_STORAGE "
+        "vectors, trained on the gallery's own embeddings and retrained as it grows; exact flat below "
+        "REID_INDEX_MIN_TRAIN_SIZE), hnsw (HNSW graph over 8-bit vectors), auto (flat below "
+        "REID_INDEX_AUTO_FLAT_BELOW tracklets, ivf above). Approximate kinds re-order their candidates by exact "
+        "distance. Rebuilt from SQLite when changed.",
+    )
+    index_auto_flat_below: int = Field(
+        200_000, ge=0, description="REID_INDEX=auto: flat (exact) below this many tracklets, ivf from it on."
+    )
+    index_ivf_storage: Literal["sq8", "fp16", "flat"] = Field(
+        "sq8", description="IVF vector storage: sq8 (1 byte per dimension), fp16 (2), flat (4, exact distances)."
+    )
+    index_min_train_size: int = Field(
+        20_000, ge=1000, description="Fewest tracklets an ivf or hnsw index is trained on; below, it is flat (exact)."
+    )
+    index_nprobe: int = Field(48, ge=1, description="IVF lists searched per query (more: higher recall, slower).")
+    index_hnsw_ef_search: int = Field(
+        128, ge=1, description="HNSW candidate list size per query (more: higher recall, slower)."
+    )
+    search_threads: int = Field(
+        1, ge=0,
+        description="OpenMP threads of one FAISS search call (0: every core). One avoids OpenMP spin-waiting "
+        "against other processes on a small machine; concurrent queries are batched into one call instead.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="Accepted API keys, comma-separated (several at once so keys rotate without downtime). "

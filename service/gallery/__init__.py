@@ -12,14 +12,28 @@ from service.config import Settings
 from service.errors import StartupError
 from service.gallery.base import Gallery, Match, TrackletFilter, TrackletRecord
 from service.gallery.index import faiss_gpu_count
+from service.gallery.index_kinds import IndexKind, IndexOptions
 from service.gallery.local import SqliteGallery
 
 __all__ = ["BACKENDS", "Gallery", "Match", "SqliteGallery", "TrackletFilter", "TrackletRecord", "open_gallery"]
 
 
+def index_options(settings: Settings) -> IndexOptions:
+    """The FAISS index options of the REID_INDEX* settings."""
+    return IndexOptions(
+        kind=IndexKind(settings.index),
+        auto_flat_below=settings.index_auto_flat_below,
+        ivf_storage=settings.index_ivf_storage,
+        ivf_nprobe=settings.index_nprobe,
+        min_train_size=settings.index_min_train_size,
+        hnsw_ef_search=settings.index_hnsw_ef_search,
+        threads=settings.search_threads,
+    )
+
+
 def _open_sqlite(settings: Settings, dim: int, model_version: str) -> Gallery:
     use_gpu = settings.device != "cpu" and faiss_gpu_count() > 0
-    return SqliteGallery(settings.data_dir, dim, model_version, use_gpu=use_gpu)
+    return SqliteGallery(settings.data_dir, dim, model_version, use_gpu=use_gpu, index_options=index_options(settings))
 
 
 #: REID_GALLERY_BACKEND value -> opener; a new backend adds one entry.

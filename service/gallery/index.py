@@ -1,5 +1,6 @@
-"""The vector index: FAISS exact squared-l2 search (IndexIDMap2 over IndexFlatL2) keyed by the record
-store's row ids, its snapshot files, and an optional GPU replica.
+"""The vector index: FAISS squared-l2 search (exact flat, IVF or HNSW: service/gallery/index_kinds.py) keyed
+by the record store's row ids, with filters applied inside the search (IDSelector), its snapshot files,
+and an optional GPU replica.
 
 The index is derived state: `service.gallery.local` rebuilds it from SQLite at start-up, or loads the
 snapshot of the current generation when that snapshot's ids are exactly SQLite's (see that module for the
@@ -9,14 +10,31 @@ whole contract). It is not thread-safe by itself: the gallery serialises every c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+
+from service.gallery.index_kinds import (
+    AndSelector,
+    IndexKind,
+    IndexOptions,
+    NotSelector,
+    batch_selector,
+    ivf_list_count,
+    kind_of,
+    new_index,
+    omp_threads,
+    search_parameters,
+    set_blas_threshold,
+    stored_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,44 +67,108 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class VectorIndex:
-    """FAISS exact squared-l2 index of ``dim``-dimensional float32 vectors with int64 ids.
+    """FAISS squared-l2 index of ``dim``-dimensional float32 vectors with int64 ids, of the kind
+    ``options`` resolves to for its size (service/gallery/index_kinds.py): exact flat, IVF or HNSW.
 
-    Build one with `VectorIndex(dim)` (empty) or `VectorIndex.from_snapshot`, fill it with `add`, then
-    optionally `enable_gpu` to search a GPU replica (deletions mark the replica stale; it is copied afresh
-    before the next search).
+    Build one with `VectorIndex(dim, options=...)` then `rebuild` (or `add`), or `VectorIndex.from_snapshot`;
+    optionally `enable_gpu` to search a GPU replica of a flat index (deletions mark the replica stale; it is
+    copied afresh before the next search; filtered searches run on the CPU index, FAISS' GPU indexes take
+    no IDSelector).
     """
 
-    def __init__(self, dim: int, cpu_index: Any = None):
+    def __init__(self, dim: int, cpu_index: Any = None, options: IndexOptions | None = None):
         self.dim = dim
-        self._cpu_index = cpu_index if cpu_index is not None else faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
+        self.options = options or IndexOptions()
+        set_blas_threshold(dim)
+        self._cpu_index = cpu_index if cpu_index is not None else new_index(IndexKind.FLAT, dim, 0, self.options)
+        self.kind = kind_of(self._cpu_index)
+        self.trained_size = int(self._cpu_index.ntotal)
+        self._deleted: set[int] = set()
+        self._deleted_selector: Any = None
         self._gpu_resources = None
         self._gpu_index = None
         self._gpu_stale = False
         self.device = "cpu"
 
     @classmethod
-    def from_snapshot(cls, path: Path, dim: int, expected_ids: np.ndarray) -> VectorIndex | None:
-        """The index saved at ``path`` if it holds exactly ``expected_ids`` (sorted int64); else None."""
+    def from_snapshot(
+        cls, path: Path, dim: int, expected_ids: np.ndarray, options: IndexOptions | None = None
+    ) -> VectorIndex | None:
+        """The index saved at ``path`` if it holds exactly ``expected_ids`` (sorted int64) and is of the kind
+        ``options`` asks for at that size; else None."""
+        options = options or IndexOptions()
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as error:
             log.warning("index snapshot %s is unreadable (%s); rebuilding from SQLite", path.name, error)
             return None
         if (
-            not isinstance(index, faiss.IndexIDMap2)
+            not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF))
             or index.d != dim
             or index.ntotal != len(expected_ids)
-            or not np.array_equal(np.sort(faiss.vector_to_array(index.id_map)), expected_ids)
+            or kind_of(index) is not options.resolved_kind(len(expected_ids))
+            or not np.array_equal(np.sort(stored_ids(index)), expected_ids)
         ):
-            log.warning("index snapshot %s does not match the database; rebuilding from SQLite", path.name)
+            log.warning("index snapshot %s does not match the database or REID_INDEX; rebuilding from SQLite",
+                        path.name)
             return None
-        return cls(dim, index)
+        if isinstance(index, faiss.IndexIVF):
+            index.nprobe = options.ivf_nprobe
+        return cls(dim, index, options)
+
+    def rebuild(self, chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], size: int) -> None:
+        """(Re)builds from every (ids, vectors) chunk ``chunks()`` yields (called twice when the kind needs
+        training: once for a sample, once to add), as the kind ``options`` picks for ``size`` vectors."""
+        kind = self.options.resolved_kind(size)
+        started = time.perf_counter()
+        index = new_index(kind, self.dim, size, self.options)
+        with omp_threads(0):
+            if not index.is_trained and size > 0:
+                index.train(self._training_sample(chunks, size, ivf_list_count(size)))
+            for ids, vectors in chunks():
+                index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        self._cpu_index, self.kind, self.trained_size = index, kind, size
+        self._deleted.clear()
+        self._deleted_selector = None
+        if self._gpu_index is not None:
+            self._gpu_stale = True
+        if kind is not IndexKind.FLAT:
+            log.info("%s index of %d vectors built in %.1f s", kind.value, size, time.perf_counter() - started)
+
+    @staticmethod
+    def _training_sample(chunks, size: int, lists: int) -> np.ndarray:
+        # k-means needs some tens of points per list, not the whole gallery: every step-th row.
+        wanted = min(size, max(lists * 64, 50_000))
+        step = max(1, size // wanted)
+        sample, seen = [], 0
+        for _, vectors in chunks():
+            sample.append(vectors[(-seen) % step :: step])
+            seen += len(vectors)
+        return np.ascontiguousarray(np.concatenate(sample)[:wanted], dtype=np.float32)
+
+    def needs_rebuild(self) -> bool:
+        """Whether the index should be rebuilt from SQLite: its kind changes with the size, it has grown
+        ``retrain_growth`` times since it was trained, or a fifth of an HNSW graph is deleted."""
+        size = len(self)
+        if self.options.resolved_kind(size) is not self.kind:
+            return True
+        if self.kind is not IndexKind.FLAT and size >= self.options.retrain_growth * max(self.trained_size, 1):
+            return True
+        return len(self._deleted) > 0.2 * max(int(self._cpu_index.ntotal), 1)
 
     def __len__(self) -> int:
-        return int(self._cpu_index.ntotal)
+        """Live vectors (masked HNSW deletions left out)."""
+        return int(self._cpu_index.ntotal) - len(self._deleted)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the serialised index (what it holds in memory, near enough)."""
+        return int(faiss.serialize_index(self._cpu_index).nbytes)
 
     def enable_gpu(self) -> None:
-        """Searches a replica on GPU 0 from now on; stays on CPU with a warning if faiss cannot."""
+        """Searches a replica on GPU 0 from now on (flat indexes); stays on CPU with a warning if faiss cannot."""
+        if self.kind is not IndexKind.FLAT:
+            log.warning("the faiss GPU replica serves flat indexes only; the %s index searches on CPU", self.kind.value)
+            return
         try:
             self._gpu_resources = faiss.StandardGpuResources()
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu_index)
@@ -98,25 +180,67 @@ class VectorIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Adds vectors (n, dim) float32 under ids (n,) int64."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        ids = np.asarray(ids, dtype=np.int64)
         self._cpu_index.add_with_ids(vectors, ids)
         if self._gpu_index is not None and not self._gpu_stale:
             self._gpu_index.add_with_ids(vectors, ids)
 
     def remove(self, ids: Iterable[int]) -> None:
-        self._cpu_index.remove_ids(np.fromiter(ids, dtype=np.int64))
+        ids = np.fromiter(ids, dtype=np.int64)
+        if self.kind is IndexKind.HNSW:
+            # HNSW graphs cannot drop nodes: the ids are masked from every search until the next rebuild.
+            self._deleted.update(ids.tolist())
+            self._deleted_selector = NotSelector(batch_selector(np.fromiter(self._deleted, np.int64)))
+            return
+        self._cpu_index.remove_ids(ids)
         if self._gpu_index is not None:
             # GPU flat indexes cannot remove vectors: the replica is copied afresh before the next search.
             self._gpu_stale = True
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, ids), each (n, k), ascending; ids of -1 where fewer than k vectors exist."""
-        if self._gpu_index is not None:
+    def search(
+        self, queries: np.ndarray, k: int, selector: Any = None, available: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, ids), each (n, k), ascending; ids of -1 where fewer than k vectors pass.
+
+        ``selector`` (a FAISS IDSelector) restricts the search to the ids it accepts, inside the scan.
+        ``available`` (how many ids pass): an approximate index that finds fewer than min(k, available)
+        (a selective filter whose few members lie outside the visited IVF lists or HNSW candidates) is
+        searched again with 4x the lists or candidates, up to an exhaustive search.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if self._deleted_selector is not None:
+            selector = self._deleted_selector if selector is None else AndSelector(selector, self._deleted_selector)
+        if self._gpu_index is not None and selector is None:
             if self._gpu_stale:
                 self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu_index)
                 self._gpu_stale = False
             if k <= GPU_MAX_K:
                 return self._gpu_index.search(queries, k)
-        return self._cpu_index.search(queries, k)
+        options = self.options
+        with omp_threads(options.threads):
+            distances, ids = self._cpu_index.search(queries, k, params=search_parameters(self.kind, selector, options))
+            wanted = min(k, available if available is not None else len(self))
+            while self.kind is not IndexKind.FLAT:
+                short = np.flatnonzero((ids >= 0).sum(axis=1) < wanted)
+                if len(short) == 0 or not self._widen_possible(options):
+                    break
+                options = self._widened(options)
+                distances[short], ids[short] = self._cpu_index.search(
+                    queries[short], k, params=search_parameters(self.kind, selector, options)
+                )
+        return distances, ids
+
+    def _widen_possible(self, options: IndexOptions) -> bool:
+        if self.kind is IndexKind.IVF:
+            return options.ivf_nprobe < self._cpu_index.nlist
+        return options.hnsw_ef_search < len(self)
+
+    @staticmethod
+    def _widened(options: IndexOptions) -> IndexOptions:
+        return dataclasses.replace(
+            options, ivf_nprobe=options.ivf_nprobe * 4, hnsw_ef_search=options.hnsw_ef_search * 4
+        )
 
     def write_snapshot(self, directory: Path, generation: int) -> Path | None:
         """Writes the snapshot of ``generation`` atomically; None if it could not be written.

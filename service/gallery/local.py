@@ -32,18 +32,23 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from service.errors import ConflictError
 from service.gallery.base import Match, TrackletFilter, TrackletRecord, is_empty_filter, now_iso
 from service.gallery.index import VectorIndex, remove_snapshots, snapshot_name
+from service.gallery.index_kinds import IndexKind, IndexOptions, bitmap_selector
 from service.gallery.sqlite import RecordStore
 
 log = logging.getLogger(__name__)
 
 _REBUILD_CHUNK = 8192
+#: Filters whose selectors are kept (until the next write): repeated searches with one filter build it once.
+_SELECTOR_CACHE = 32
 
 
 class SqliteGallery:
@@ -62,12 +67,19 @@ class SqliteGallery:
             or serve the model those embeddings came from).
     """
 
-    def __init__(self, data_dir: Path, dim: int, model_version: str, use_gpu: bool = False):
+    def __init__(
+        self, data_dir: Path, dim: int, model_version: str, use_gpu: bool = False,
+        index_options: IndexOptions | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.dim = dim
         self.model_version = model_version
+        self.index_options = index_options or IndexOptions()
         self._lock = threading.RLock()
         self._closed = False
+        # Filter -> selector of the passing row ids, valid until the next write (``_writes`` changes).
+        self._writes = 0
+        self._selectors: OrderedDict[str, tuple[int, Any, int]] = OrderedDict()
         self.records = RecordStore(self.data_dir, dim, model_version)
         try:
             self.index, self.loaded_from_snapshot = self._open_index()
@@ -87,13 +99,23 @@ class SqliteGallery:
         current = self.data_dir / snapshot_name(self.records.generation())
         remove_snapshots(self.data_dir, keep=current)
         if current.is_file():
-            index = VectorIndex.from_snapshot(current, self.dim, self.records.row_ids())
+            index = VectorIndex.from_snapshot(current, self.dim, self.records.row_ids(), self.index_options)
             if index is not None:
                 return index, True
-        index = VectorIndex(self.dim)
-        for row_ids, vectors in self.records.embeddings_in_chunks(_REBUILD_CHUNK):
-            index.add(row_ids, vectors)
+        index = VectorIndex(self.dim, options=self.index_options)
+        self._rebuild(index)
         return index, False
+
+    def _rebuild(self, index: VectorIndex) -> None:
+        index.rebuild(lambda: self.records.embeddings_in_chunks(_REBUILD_CHUNK), self.records.count())
+
+    def _changed(self) -> None:
+        """After every write: selectors are stale; the index is retrained or compacted when it asks to be."""
+        self._writes += 1
+        self._selectors.clear()
+        if self.index.needs_rebuild():
+            log.info("rebuilding the %s index from SQLite (%d tracklets)", self.index.kind.value, len(self.index))
+            self._rebuild(self.index)
 
     @property
     def index_device(self) -> str:
@@ -142,27 +164,28 @@ class SqliteGallery:
     ) -> list[list[Match]]:
         """For each query (n, dim), the top_k records passing the filter nearest by squared l2, ascending.
 
-        With a filter, FAISS is asked for top_k plus the number of records the filter leaves out, so
-        exactly top_k passing records come back whenever the gallery has them (the order is that of a
-        brute-force search over the passing records).
+        The filter is applied inside the FAISS search: SQLite selects the passing row ids (or, when most
+        pass, the failing ones), a bitmap IDSelector restricts the scan to them, so the order is exactly that
+        of a brute-force search over the passing records (flat index). Approximate kinds (ivf, hnsw) are
+        asked for a few more candidates, whose exact distances (from the stored embeddings) order them.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        filtered = not is_empty_filter(tracklet_filter)
         with self._lock:
-            total = len(self.index)
-            if total == 0 or top_k < 1 or len(queries) == 0:
+            if len(self.index) == 0 or top_k < 1 or len(queries) == 0:
                 return [[] for _ in queries]
-            left_out = total - self.records.count(tracklet_filter) if filtered else 0
-            if filtered and left_out == total:
+            selector, passing = self._selector(tracklet_filter)
+            if passing == 0:
                 return [[] for _ in queries]
-            distances, row_ids = self.index.search(queries, min(total, top_k + left_out))
-            candidates = sorted({int(row_id) for row_id in row_ids.ravel() if row_id >= 0})
-            passing = self.records.passing_row_ids(candidates, tracklet_filter) if filtered else set(candidates)
+            exact = self.index.kind is IndexKind.FLAT
+            wanted = min(passing, top_k if exact else max(2 * top_k, top_k + 10))
+            distances, row_ids = self.index.search(queries, wanted, selector, available=passing)
             ranked = [
                 [(int(row_id), float(distance)) for row_id, distance in zip(id_row, distance_row, strict=True)
-                 if row_id in passing][:top_k]
+                 if row_id >= 0]
                 for id_row, distance_row in zip(row_ids, distances, strict=True)
             ]
+            if not exact:
+                ranked = self._refined(queries, ranked, top_k)
             records = self.records.records_by_row_id(sorted({row_id for hits in ranked for row_id, _ in hits}))
         # Float32 expansion of |a-b|^2 can dip just below zero for identical vectors.
         return [
@@ -170,6 +193,53 @@ class SqliteGallery:
              if row_id in records]
             for hits in ranked
         ]
+
+    def _selector(self, tracklet_filter: TrackletFilter | None) -> tuple[Any, int]:
+        """(IDSelector or None, how many records pass) for a filter; cached until the next write."""
+        total = len(self.index)
+        if is_empty_filter(tracklet_filter):
+            return None, total
+        key = tracklet_filter.model_dump_json()
+        cached = self._selectors.get(key)
+        if cached is not None and cached[0] == self._writes:
+            self._selectors.move_to_end(key)
+            return cached[1], cached[2]
+        passing = self.records.count(tracklet_filter)
+        largest = self.records.max_row_id()
+        if passing == 0:
+            selector = None
+        elif passing * 2 > total:
+            # Most records pass: read the fewer that fail and select every other id.
+            selector = bitmap_selector(self.records.row_ids_where(tracklet_filter, passing=False), largest, invert=True)
+        else:
+            selector = bitmap_selector(self.records.row_ids_where(tracklet_filter), largest)
+        self._selectors[key] = (self._writes, selector, passing)
+        while len(self._selectors) > _SELECTOR_CACHE:
+            self._selectors.popitem(last=False)
+        return selector, passing
+
+    def _refined(self, queries: np.ndarray, ranked: list[list[tuple[int, float]]], top_k: int
+                 ) -> list[list[tuple[int, float]]]:
+        """Candidates of an approximate index re-ordered by their exact distances, top_k kept."""
+        stored = self.records.embeddings_by_row_id(sorted({row_id for hits in ranked for row_id, _ in hits}))
+        refined = []
+        for query, hits in zip(queries, ranked, strict=True):
+            candidates = np.array([row_id for row_id, _ in hits if row_id in stored], dtype=np.int64)
+            if len(candidates) == 0:
+                refined.append([])
+                continue
+            vectors = np.stack([stored[int(row_id)] for row_id in candidates])
+            exact = np.einsum("ij,ij->i", vectors - query, vectors - query)
+            order = np.lexsort((candidates, exact))[:top_k]
+            refined.append([(int(candidates[i]), float(exact[i])) for i in order])
+        return refined
+
+    def get_embeddings(self, tracklet_ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored embeddings of these tracklet ids (missing ones left out), in one read."""
+        with self._lock:
+            row_ids = self.records.row_ids_of(list(tracklet_ids))
+            vectors = self.records.embeddings_by_row_id(sorted(row_ids.values()))
+        return {tracklet_id: vectors[row_id] for tracklet_id, row_id in row_ids.items() if row_id in vectors}
 
     def health(self) -> tuple[bool, str]:
         with self._lock:
@@ -212,6 +282,7 @@ class SqliteGallery:
             if existing is not None:
                 self.index.remove([existing])
             self.index.add(np.array([row_id], dtype=np.int64), vector)
+            self._changed()
         return record
 
     def add_many(self, records: list[TrackletRecord], embeddings: np.ndarray) -> None:
@@ -226,6 +297,7 @@ class SqliteGallery:
             with self.records.transaction("tracklets") as store:
                 row_ids = store.insert_many(stamped, vectors)
             self.index.add(row_ids, vectors)
+            self._changed()
 
     def delete(self, tracklet_id: str) -> bool:
         """Removes a record; it is gone from search when this returns. False if there was none."""
@@ -236,6 +308,7 @@ class SqliteGallery:
                     return False
                 store.delete_row(existing)
             self.index.remove([existing])
+            self._changed()
         return True
 
     def close(self, snapshot: bool = True) -> None:

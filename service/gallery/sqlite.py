@@ -317,6 +317,48 @@ class RecordStore:
                 records.update((row[0], _record_from_row(row[1:])) for row in rows)
         return records
 
+    def max_row_id(self) -> int:
+        with self.reading() as db:
+            (largest,) = db.execute("SELECT COALESCE(MAX(row_id), 0) FROM tracklets").fetchone()
+        return int(largest)
+
+    def row_ids_where(self, tracklet_filter: TrackletFilter, passing: bool = True) -> np.ndarray:
+        """Row ids (int64, ascending) of the records that pass the filter, or with ``passing=False`` of those
+        that do not (the smaller set to read when most records pass)."""
+        where, parameters = filter_sql(tracklet_filter)
+        if where and not passing:
+            # A NULL condition fails the filter, so the complement is "not true", not "false".
+            where = f"WHERE NOT COALESCE(({where.removeprefix('WHERE ')}), 0)"
+        elif not where and not passing:
+            return np.empty(0, dtype=np.int64)
+        with self.reading() as db:
+            rows = db.execute(f"SELECT row_id FROM tracklets {where} ORDER BY row_id", parameters).fetchall()
+        return np.fromiter((row for (row,) in rows), dtype=np.int64, count=len(rows))
+
+    def embeddings_by_row_id(self, row_ids: list[int]) -> dict[int, np.ndarray]:
+        """The stored embeddings (float32, exact) of these row ids (missing ones left out)."""
+        found: dict[int, np.ndarray] = {}
+        with self.reading() as db:
+            for start in range(0, len(row_ids), _FETCH_CHUNK):
+                chunk = row_ids[start : start + _FETCH_CHUNK]
+                rows = db.execute(
+                    f"SELECT row_id, embedding FROM tracklets WHERE row_id IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                found.update((row, np.frombuffer(blob, dtype=np.float32)) for row, blob in rows)
+        return found
+
+    def row_ids_of(self, tracklet_ids: list[str]) -> dict[str, int]:
+        """Row ids of these tracklet ids (missing ones left out)."""
+        found: dict[str, int] = {}
+        with self.reading() as db:
+            for start in range(0, len(tracklet_ids), _FETCH_CHUNK):
+                chunk = tracklet_ids[start : start + _FETCH_CHUNK]
+                rows = db.execute(
+                    f"SELECT id, row_id FROM tracklets WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                found.update(rows)
+        return found
+
     def passing_row_ids(self, row_ids: list[int], tracklet_filter: TrackletFilter) -> set[int]:
         """Which of ``row_ids`` pass the filter."""
         where, parameters = filter_sql(tracklet_filter)

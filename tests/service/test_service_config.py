@@ -43,6 +43,9 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_DETECTOR_PERSON_CLASS": "1", "REID_FOOTAGE_MAX_TRACKLET_S": "4.5", "REID_FOOTAGE_MIN_TRACK_FRAMES": "3",
         "REID_FOOTAGE_MIN_BOX_HEIGHT": "24", "REID_GALLERY_BACKEND": "sqlite",
         "REID_MAX_DECODED_PIXELS": "5000", "REID_HEADER_TIMEOUT_S": "2.5", "REID_MAX_CONNECTIONS": "7",
+        "REID_INDEX": "hnsw", "REID_INDEX_AUTO_FLAT_BELOW": "500", "REID_INDEX_IVF_STORAGE": "fp16",
+        "REID_INDEX_MIN_TRAIN_SIZE": "2000", "REID_INDEX_NPROBE": "9", "REID_INDEX_HNSW_EF_SEARCH": "33",
+        "REID_SEARCH_THREADS": "2",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -60,6 +63,9 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         4.5, 3, 24.0,
     )  # fmt: skip
     assert (settings.max_decoded_pixels, settings.header_timeout_s, settings.max_connections) == (5000, 2.5, 7)
+    assert (settings.index, settings.index_auto_flat_below, settings.index_ivf_storage) == ("hnsw", 500, "fp16")
+    assert (settings.index_min_train_size, settings.index_nprobe, settings.index_hnsw_ef_search) == (2000, 9, 33)
+    assert settings.search_threads == 2
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 
