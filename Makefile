@@ -18,7 +18,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m training.demo
 
-## Model smoke path: build, export, embed a generated tracklet with onnxruntime.
+## Model smoke path: export a small random network, embed one generated tracklet with onnxruntime.
 smoke: $(STAMP)
 	$(PY) -m training.smoke
 
@@ -29,10 +29,21 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check . || true
 
+## Quick runs of the benchmark scripts (small sizes, a few seconds each) into $(BENCH_DIR); the committed
+## tables in bench/*.md come from full runs, each script's docstring gives its command.
+## bench/bench_embedding.py has no small mode (it measures the paper's ResNet-50 setup): run it by hand.
+BENCH_DIR ?= /tmp/reid-bench-quick
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m training.export --random-init --backbone resnet18 --height 128 --width 64 --out $(BENCH_DIR)/tiny.onnx
+	$(PY) -m bench.bench_gallery --sizes 2000:128 --queries 5 --store-max-size 2000 --work-dir $(BENCH_DIR) \
+		--out $(BENCH_DIR)/bench_gallery.md
+	$(PY) -m bench.bench_service --models $(BENCH_DIR)/tiny.onnx --clients 1,2 --requests-per-client 2 \
+		--min-requests 2 --time-limit 5 --prefill 200 --frames 8 --work-dir $(BENCH_DIR)/service \
+		--out $(BENCH_DIR)/bench_service.md
+	$(PY) -m bench.bench_load --model $(BENCH_DIR)/tiny.onnx --clients 2 --duration 5 --work-dir $(BENCH_DIR)/load
+	@echo "quick benchmark tables: $(BENCH_DIR)/bench_gallery.md, $(BENCH_DIR)/bench_service.md"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
