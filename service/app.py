@@ -32,6 +32,7 @@ from service.middleware import (
     ApiKeyMiddleware,
     RequestBodyGuardMiddleware,
     RequestContextMiddleware,
+    admission_controlled_routes,
 )
 from service.routes import health, model, query, tracklets
 from service.state import ServiceState, load_state
@@ -122,15 +123,19 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.add_middleware(
         RequestBodyGuardMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
     )
+    routers = (health.router, tracklets.router, query.router, model.router)
+    # The routes themselves say which requests admission control bounds (`admission_controlled`).
+    app.state.admission_routes = admission_controlled_routes(route for router in routers for route in router.routes)
     app.add_middleware(
-        AdmissionMiddleware, max_concurrent=settings.max_concurrent_uploads, embed_queue_is_full=embed_queue_is_full
+        AdmissionMiddleware, routes=app.state.admission_routes, max_concurrent=settings.max_concurrent_uploads,
+        embed_queue_is_full=embed_queue_is_full,
     )
     app.add_middleware(ApiKeyMiddleware, checker=app.state.key_checker, public_paths=frozenset(public_paths))
     # Framing first: a request with both Content-Length and Transfer-Encoding is refused before any other
     # middleware reads (or drains) its body.
     app.add_middleware(FramingMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    for router in (health.router, tracklets.router, query.router, model.router):
+    for router in routers:
         app.include_router(router)
     generate_openapi = app.openapi
 

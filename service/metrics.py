@@ -160,6 +160,9 @@ class ServiceMetrics:
     def add_gauge(self, gauge: Gauge) -> None:
         self._gauges.append(gauge)
 
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.observe(seconds, stage=stage)
+
     def observe_batch(self, size: int, seconds: float) -> None:
         self.embed_batch_size.observe(size)
         self.embed_batch_seconds.observe(seconds)

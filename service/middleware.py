@@ -13,9 +13,10 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KeyChecker, credentials_from_headers
@@ -33,8 +34,24 @@ _DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # Error bodies are small JSON objects; only this much is kept to name the failure in the log line.
 _ERROR_BODY_CAPTURE_BYTES = 4096
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-#: Routes that take media and feed the embedder: the ones admission control bounds.
-UPLOAD_ROUTES = frozenset({("POST", "/tracklets"), ("POST", "/query")})
+_ADMISSION_ATTRIBUTE = "admission_controlled"
+
+
+def admission_controlled(endpoint: Callable) -> Callable:
+    """Marks a route's endpoint as one that takes media and feeds the embedder: `AdmissionMiddleware`
+    bounds how many such requests are in progress. Put it under the ``@router.post(...)`` decorator."""
+    setattr(endpoint, _ADMISSION_ATTRIBUTE, True)
+    return endpoint
+
+
+def admission_controlled_routes(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """The routes among ``routes`` whose endpoint is marked with `admission_controlled`."""
+    return [route for route in routes if getattr(getattr(route, "endpoint", None), _ADMISSION_ATTRIBUTE, False)]
+
+
+def is_admission_controlled(routes: Sequence[BaseRoute], scope: Scope) -> bool:
+    """Whether this request goes to one of ``routes`` (method and path match)."""
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -191,20 +208,22 @@ class ApiKeyMiddleware:
 
 
 class AdmissionMiddleware:
-    """Backpressure: at most ``max_concurrent`` enroll/query requests in progress at once, and none
-    admitted while the embedding queue is full. Others get 503 with Retry-After at once, before their
-    body is read, instead of piling up uploads in memory behind the embedder."""
+    """Backpressure: at most ``max_concurrent`` enroll/query requests (those to ``routes``, the routes
+    marked `admission_controlled`) in progress at once, and none admitted while the embedding
+    queue is full. Others get 503 with Retry-After at once, before their body is read, instead of piling
+    up uploads in memory behind the embedder."""
 
-    def __init__(self, app: ASGIApp, max_concurrent: int, embed_queue_is_full: Callable[[], bool],
-                 retry_after_s: int = 1):
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], max_concurrent: int,
+                 embed_queue_is_full: Callable[[], bool], retry_after_s: int = 1):
         self.app = app
+        self.routes = routes
         self.max_concurrent = max_concurrent
         self.embed_queue_is_full = embed_queue_is_full
         self.retry_after_s = retry_after_s
         self.in_progress = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"].rstrip("/") or "/") not in UPLOAD_ROUTES:
+        if scope["type"] != "http" or not is_admission_controlled(self.routes, scope):
             await self.app(scope, receive, send)
             return
         if self.in_progress >= self.max_concurrent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -35,6 +36,11 @@ class ServiceState:
         log.info("shut down: embedder stopped, gallery of %d flushed and closed", size)
 
 
+def decode_limits(settings: Settings) -> DecodeLimits:
+    """The decoder's limits, read from the settings of the same names (declared once, in `Settings`)."""
+    return DecodeLimits(**{limit.name: getattr(settings, limit.name) for limit in dataclasses.fields(DecodeLimits)})
+
+
 def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> ServiceState:
     """Loads the model and opens the gallery; raises StartupError with a one-line reason on failure."""
     metrics = metrics or ServiceMetrics()
@@ -46,13 +52,7 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
             card.height,
             card.width,
             card.num_frames,
-            DecodeLimits(
-                max_frames=settings.max_frames,
-                max_frame_dimension=settings.max_frame_dimension,
-                max_archive_entries=settings.max_archive_entries,
-                max_archive_bytes=settings.max_archive_bytes,
-                max_decoded_pixels=settings.max_decoded_pixels,
-            ),
+            decode_limits(settings),
         )
         batcher = MicroBatcher(
             embedder.embed,

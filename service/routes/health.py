@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.deps import APIKeyDep, StateDep
 from service.schemas import ERROR_RESPONSES, HealthOut, ReadyOut
@@ -12,26 +13,26 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Process alive (never needs an API key)")
-async def healthz() -> dict:
-    return {"status": "ok"}
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
 
 
 @router.get(
     "/readyz", response_model=ReadyOut, dependencies=[APIKeyDep], responses=ERROR_RESPONSES,
     summary="Model loaded and gallery open; device in use and gallery size",
 )
-async def readyz(state: StateDep) -> dict:
+async def readyz(state: StateDep) -> ReadyOut:
     embedder = state.embedder
-    return {
-        "status": "ready",
-        "model_version": embedder.card.model_version,
-        "model_name": embedder.card.name,
-        "device": embedder.device,
-        "providers": embedder.providers,
-        "index_device": state.gallery.index_device,
-        "gallery_size": state.gallery.count(),
-        "embed_queue_depth": state.batcher.queue_depth,
-    }
+    return ReadyOut(
+        status="ready",
+        model_version=embedder.card.model_version,
+        model_name=embedder.card.name,
+        device=embedder.device,
+        providers=embedder.providers,
+        index_device=state.gallery.index_device,
+        gallery_size=await run_in_threadpool(state.gallery.count),
+        embed_queue_depth=state.batcher.queue_depth,
+    )
 
 
 @router.get(

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
-from starlette.concurrency import run_in_threadpool
 
+from service import pipeline
 from service.deps import APIKeyDep, StateDep
-from service.errors import InvalidRequestError, NotFoundError
-from service.gallery import TrackletFilter
+from service.middleware import admission_controlled
+from service.pipeline import StageTimer, read_upload
 from service.routes.fields import (
     LABEL_MAX_LENGTH,
     ArchiveField,
@@ -18,9 +17,9 @@ from service.routes.fields import (
     FramesField,
     TopKField,
     VideoField,
+    check_label,
 )
 from service.schemas import ERROR_RESPONSES, UPLOAD_ERROR_RESPONSES, ErrorOut, QueryOut
-from service.uploads import StageTimer, check_label, decode_media, read_media
 
 router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
 
@@ -36,6 +35,7 @@ router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RES
     "unless excluded). Matches come by ascending squared l2 distance. The Server-Timing header gives the time "
     "spent decoding, embedding and searching.",
 )
+@admission_controlled
 async def query_gallery(
     state: StateDep,
     response: Response,
@@ -51,56 +51,11 @@ async def query_gallery(
         str | None,
         Form(max_length=LABEL_MAX_LENGTH, description="The query's camera (defaults to the enrolled tracklet's)."),
     ] = None,
-) -> dict:
-    started = time.perf_counter()
+) -> QueryOut:
     timer = StageTimer(state.metrics)
     check_label("camera_id", camera_id)
-    media = await read_media(video, frames, archive)
-    if media is not None and tracklet_id is not None:
-        raise InvalidRequestError("Send either media (video, frames or archive) or tracklet_id as the query, not both.")
-    if media is None and tracklet_id is None:
-        raise InvalidRequestError("Send the query as one of video, frames or archive, or as an enrolled tracklet_id.")
-
-    frames_decoded = frames_used = None
-    if tracklet_id is not None:
-        record = await run_in_threadpool(state.gallery.get, tracklet_id)
-        embedding = await run_in_threadpool(state.gallery.get_embedding, tracklet_id)
-        if record is None or embedding is None:
-            raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
-        if camera_id is None:
-            camera_id = record.camera_id
-    else:
-        with timer.stage("decode"):
-            decoded = await run_in_threadpool(decode_media, state.decoder, media)
-        frames_decoded, frames_used = decoded.frames_decoded, decoded.frames_used
-        with timer.stage("embed"):
-            embedding = await state.batcher.embed(decoded.frames)
-
-    if exclude_same_camera and camera_id is None:
-        raise InvalidRequestError("exclude_same_camera needs the query's camera: send camera_id.")
-    with timer.stage("search"):
-        tracklet_filter = TrackletFilter(exclude_cameras=[camera_id]) if exclude_same_camera else None
-        (hits,) = await run_in_threadpool(state.gallery.search, embedding, top_k, tracklet_filter)
-        gallery_size = state.gallery.count()
+    media = await read_upload(video, frames, archive)
+    result = await pipeline.query(state, timer, media=media, tracklet_id=tracklet_id, top_k=top_k,
+                                  exclude_same_camera=exclude_same_camera, camera_id=camera_id)
     response.headers["Server-Timing"] = timer.server_timing()
-    return {
-        "matches": [
-            {
-                "rank": rank,
-                "id": hit.record.id,
-                "person_id": hit.record.person_id,
-                "camera_id": hit.record.camera_id,
-                "distance": hit.distance,
-                "metadata": hit.record.metadata,
-            }
-            for rank, hit in enumerate(hits, start=1)
-        ],
-        "top_k": top_k,
-        "query_tracklet_id": tracklet_id,
-        "query_camera_id": camera_id,
-        "frames_decoded": frames_decoded,
-        "frames_used": frames_used,
-        "gallery_size": gallery_size,
-        "took_ms": (time.perf_counter() - started) * 1000.0,
-        "model_version": state.embedder.card.model_version,
-    }
+    return result

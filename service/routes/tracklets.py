@@ -8,28 +8,34 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from service import pipeline
 from service.deps import APIKeyDep, GalleryDep, SingleValuedQueryDep, StateDep
-from service.errors import ConflictError, InvalidRequestError, NotFoundError
+from service.errors import InvalidRequestError, NotFoundError
 from service.gallery import TrackletFilter, TrackletRecord
+from service.middleware import admission_controlled
+from service.pipeline import StageTimer, read_upload
 from service.routes.fields import (
     LABEL_MAX_LENGTH,
     TRACKLET_ID_PATTERN,
     ArchiveField,
+    EndTimeField,
     FramesField,
     MetadataField,
     PersonIdField,
     ReplaceField,
+    StartTimeField,
     VideoField,
+    check_label,
+    parse_metadata,
+    parse_time_window,
 )
 from service.schemas import (
     ERROR_RESPONSES,
     STORAGE_FULL_RESPONSES,
     UPLOAD_ERROR_RESPONSES,
     ErrorOut,
-    TrackletOut,
     TrackletPage,
 )
-from service.uploads import StageTimer, check_label, decode_media, parse_metadata, read_media
 
 router = APIRouter(
     prefix="/tracklets", tags=["tracklets"], dependencies=[APIKeyDep, SingleValuedQueryDep], responses=ERROR_RESPONSES
@@ -43,7 +49,7 @@ TrackletIdPath = Annotated[str, Path(description="Id of an enrolled tracklet.")]
 @router.post(
     "",
     status_code=201,
-    response_model=TrackletOut,
+    response_model=TrackletRecord,
     operation_id="enroll_tracklet",
     responses={
         201: {"links": {
@@ -60,6 +66,7 @@ TrackletIdPath = Annotated[str, Path(description="Id of an enrolled tracklet.")]
     "stores the record. Answered only after the record is durably committed. The Server-Timing header gives "
     "the time spent decoding, embedding and storing.",
 )
+@admission_controlled
 async def enroll_tracklet(
     state: StateDep,
     response: Response,
@@ -77,33 +84,19 @@ async def enroll_tracklet(
              "generated when absent. Enrolling an existing id is 409 unless replace=true."),
     ] = None,
     replace: ReplaceField = False,
-) -> dict:
+    start_time: StartTimeField = None,
+    end_time: EndTimeField = None,
+) -> TrackletRecord:
     timer = StageTimer(state.metrics)
-    check_label("person_id", person_id)
-    check_label("camera_id", camera_id)
+    person_id, camera_id = check_label("person_id", person_id), check_label("camera_id", camera_id)
     metadata_object = parse_metadata(metadata, state.settings.max_metadata_bytes)
-    media = await read_media(video, frames, archive)
+    start, end = parse_time_window(start_time, end_time)
+    record = TrackletRecord(id=tracklet_id or uuid.uuid4().hex, person_id=person_id, camera_id=camera_id,
+                            metadata=metadata_object, start_time=start, end_time=end)
+    media = await read_upload(video, frames, archive)
     if media is None:
         raise InvalidRequestError("Send the tracklet as exactly one of the fields video, frames or archive.")
-    if tracklet_id is not None and not replace and await run_in_threadpool(state.gallery.get, tracklet_id):
-        # Checked again inside the store's transaction; this early answer only saves decoding and embedding.
-        raise ConflictError(
-            f"A tracklet with id '{tracklet_id}' is already enrolled; send replace=true to overwrite it."
-        )
-    with timer.stage("decode"):
-        decoded = await run_in_threadpool(decode_media, state.decoder, media)
-    with timer.stage("embed"):
-        embedding = await state.batcher.embed(decoded.frames)
-    with timer.stage("store"):
-        record = TrackletRecord(
-            id=tracklet_id or uuid.uuid4().hex,
-            person_id=person_id,
-            camera_id=camera_id,
-            metadata=metadata_object,
-            frames_decoded=decoded.frames_decoded,
-            frames_used=decoded.frames_used,
-        )
-        record = await run_in_threadpool(state.gallery.add, record, embedding, replace)
+    record = await pipeline.enroll(state, media, record, replace, timer)
     response.headers["Location"] = f"/tracklets/{record.id}"
     response.headers["Server-Timing"] = timer.server_timing()
     return record
@@ -124,7 +117,7 @@ async def list_tracklets(
     offset: Annotated[
         int, Query(ge=0, le=SQLITE_MAX_INTEGER, description="How many matching tracklets to skip.")
     ] = 0,
-) -> dict:
+) -> TrackletPage:
     tracklet_filter = TrackletFilter(person_id=person_id, cameras=None if camera_id is None else [camera_id])
     records, total = await run_in_threadpool(gallery.list, tracklet_filter, offset, limit)
     return TrackletPage(items=records, total=total, limit=limit, offset=offset)
@@ -132,12 +125,12 @@ async def list_tracklets(
 
 @router.get(
     "/{tracklet_id}",
-    response_model=TrackletOut,
+    response_model=TrackletRecord,
     operation_id="get_tracklet",
     responses={404: {"model": ErrorOut, "description": "No tracklet with this id."}},
     summary="One enrolled tracklet",
 )
-async def get_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> dict:
+async def get_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> TrackletRecord:
     record = await run_in_threadpool(gallery.get, tracklet_id)
     if record is None:
         raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")

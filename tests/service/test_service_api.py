@@ -21,6 +21,7 @@ from service.app import create_app
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.decoding import NamedMedia
+from service.middleware import is_admission_controlled
 
 
 def frame_files(seed: int, count: int = 6, extension: str = ".png", height: int = 48, width: int = 24):
@@ -140,6 +141,35 @@ def test_conflict_and_replace(client, enrolled):
     assert client.get("/tracklets", params={"person_id": "A"}).json()["total"] == 2
 
 
+def test_enroll_with_times_stores_and_returns_them_in_utc(client):
+    response = client.post("/tracklets", files=frame_files(8, 2), data={
+        "tracklet_id": "timed", "start_time": "2026-05-01T10:00:00+02:00", "end_time": "2026-05-01T08:00:30.5"})
+    assert response.status_code == 201, response.text
+    record = response.json()
+    assert set(record) == {"id", "person_id", "camera_id", "metadata", "frames_decoded", "frames_used",
+                           "model_version", "created_at", "start_time", "end_time", "job_id", "frame_start",
+                           "frame_end", "has_thumbnail"}
+    # An offset is converted to UTC; a time without one is UTC.
+    assert (record["start_time"], record["end_time"]) == ("2026-05-01T08:00:00Z", "2026-05-01T08:00:30.500000Z")
+    assert (record["job_id"], record["frame_start"], record["frame_end"], record["has_thumbnail"]) == (
+        None, None, None, False)
+    assert client.get("/tracklets/timed").json() == record
+    untimed = client.get("/tracklets", params={"limit": 1}).json()["items"][0]
+    assert untimed["start_time"] is None and untimed["end_time"] is None
+    assert client.delete("/tracklets/timed").status_code == 204
+
+
+def test_admission_control_covers_the_routes_marked_for_it(client):
+    """The middleware learns its routes from the routes' marker, not from a list of paths."""
+    routes = client.app.state.admission_routes
+    assert {(method, route.path) for route in routes for method in route.methods} == {
+        ("POST", "/tracklets"), ("POST", "/query")}
+    scope = {"type": "http", "method": "POST", "path": "/tracklets", "root_path": ""}
+    assert is_admission_controlled(routes, scope) and is_admission_controlled(routes, {**scope, "path": "/query"})
+    assert not is_admission_controlled(routes, {**scope, "method": "GET"})
+    assert not is_admission_controlled(routes, {**scope, "path": "/tracklets/a1"})
+
+
 # ------------------------------------------------------------------------------------------------ query
 def brute_force_ranking(state, query: np.ndarray) -> list[tuple[str, float]]:
     records, _ = state.gallery.list(limit=1000)
@@ -231,6 +261,13 @@ BAD_REQUESTS = [
     ("zip slip", {"files": [("archive", ("a.zip", zip_bytes([("../x.png", encode_image(tracklet_frames(1, 1)[0]))]),
                                          "application/zip"))]}, 422, "unsafe_archive_entry"),
     ("json body", {"json": {"video": "x"}}, 422, "invalid_request"),
+    ("start_time not a time", {"files": frame_files(1, 2), "data": {"start_time": "yesterday"}}, 422,
+     "invalid_request"),
+    ("end_time out of range", {"files": frame_files(1, 2), "data": {"end_time": "0001-01-01T00:00:00+01:00"}}, 422,
+     "invalid_request"),
+    ("end before start", {"files": frame_files(1, 2), "data": {"start_time": "2026-05-01T08:00:00Z",
+                                                               "end_time": "2026-05-01T09:59:59+02:00"}}, 422,
+     "invalid_request"),
 ]
 
 

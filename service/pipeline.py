@@ -1,0 +1,199 @@
+"""The steps between the routes and the parts: read an upload, decode and embed it, enroll, query.
+
+Routes validate their fields and call one function here; only these functions know the parts (decoder,
+batcher, gallery) and the order they run in, and they time each stage for the Server-Timing header and
+/metrics. Footage jobs store their tracklets through `store_record`, the write path POST /tracklets
+uses, so every record is stored one way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from service.decoding import DecodedTracklet, NamedMedia, TrackletDecoder
+from service.errors import ConflictError, InvalidRequestError, NotFoundError
+from service.gallery import Gallery, TrackletFilter, TrackletRecord
+from service.metrics import ServiceMetrics
+from service.schemas import Match, QueryOut
+from service.state import ServiceState
+
+
+class MediaKind(str, Enum):
+    """The ways to send a tracklet; each is the multipart field of that name."""
+
+    VIDEO = "video"
+    FRAMES = "frames"
+    ARCHIVE = "archive"
+
+
+@dataclass(frozen=True)
+class MediaUpload:
+    """The one media field a request sent: its kind and its files' bytes."""
+
+    kind: MediaKind
+    files: list[NamedMedia]
+
+
+@dataclass(frozen=True)
+class EmbeddedUpload:
+    """An upload's embedding and what went into it."""
+
+    embedding: np.ndarray
+    frames_decoded: int
+    frames_used: int
+
+
+@dataclass
+class StageTimer:
+    """Seconds spent per pipeline stage within one request, from the request's start."""
+
+    metrics: ServiceMetrics | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            if self.metrics is not None:
+                self.metrics.observe_stage(name, elapsed)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+    def server_timing(self) -> str:
+        """The Server-Timing header value, durations in milliseconds."""
+        return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in self.seconds.items())
+
+
+# -- uploads -------------------------------------------------------------------------------------------------
+def _is_sent(upload: UploadFile | None) -> bool:
+    # Browsers send an empty, nameless part for a file input left blank: that is "not sent".
+    return upload is not None and not (not upload.filename and upload.size == 0)
+
+
+async def read_upload(
+    video: UploadFile | None, frames: list[UploadFile] | None, archive: UploadFile | None
+) -> MediaUpload | None:
+    """The single media field sent, read into memory (already bounded by the upload limit); None if none.
+
+    Raises InvalidRequestError when more than one media field was sent.
+    """
+    sent = {
+        kind: [upload for upload in uploads if _is_sent(upload)]
+        for kind, uploads in ((MediaKind.VIDEO, [video]), (MediaKind.FRAMES, frames or []),
+                              (MediaKind.ARCHIVE, [archive]))
+    }
+    kinds = [kind for kind, uploads in sent.items() if uploads]
+    if len(kinds) > 1:
+        named = " and ".join(kind.value for kind in kinds)
+        raise InvalidRequestError(f"Send exactly one media field (video, frames or archive), not {named}.")
+    if not kinds:
+        return None
+    (kind,) = kinds
+    files = []
+    for index, upload in enumerate(sent[kind]):
+        fallback_name = f"frame-{index}" if kind is MediaKind.FRAMES else kind.value
+        files.append(NamedMedia(upload.filename or fallback_name, await upload.read()))
+    return MediaUpload(kind, files)
+
+
+def decode_upload(decoder: TrackletDecoder, media: MediaUpload) -> DecodedTracklet:
+    """Blocking (run it in a worker thread): decode and sample. The one place that dispatches on the kind."""
+    if media.kind is MediaKind.VIDEO:
+        return decoder.decode_video(media.files[0].data)
+    if media.kind is MediaKind.ARCHIVE:
+        return decoder.decode_archive(media.files[0].data)
+    return decoder.decode_images(media.files)
+
+
+async def embed_upload(state: ServiceState, media: MediaUpload, timer: StageTimer) -> EmbeddedUpload:
+    """Decodes the upload (in a worker thread) and embeds its T frames through the shared batcher."""
+    with timer.stage("decode"):
+        decoded = await run_in_threadpool(decode_upload, state.decoder, media)
+    with timer.stage("embed"):
+        embedding = await state.batcher.embed(decoded.frames)
+    return EmbeddedUpload(embedding, decoded.frames_decoded, decoded.frames_used)
+
+
+# -- enroll --------------------------------------------------------------------------------------------------
+def store_record(gallery: Gallery, record: TrackletRecord, embedding: np.ndarray, replace: bool = False
+                 ) -> TrackletRecord:
+    """Blocking: stores one record and its embedding durably; the record as stored (version and time set)."""
+    return gallery.add(record, embedding, replace)
+
+
+async def enroll(
+    state: ServiceState, media: MediaUpload, record: TrackletRecord, replace: bool, timer: StageTimer
+) -> TrackletRecord:
+    """Embeds the upload and stores ``record`` (its frame counts filled in) with that embedding."""
+    if not replace and await run_in_threadpool(state.gallery.get, record.id):
+        # Checked again inside the gallery's transaction; this early answer only saves decoding and embedding.
+        raise ConflictError(f"A tracklet with id '{record.id}' is already enrolled; send replace=true to overwrite it.")
+    embedded = await embed_upload(state, media, timer)
+    record = record.model_copy(update={"frames_decoded": embedded.frames_decoded,
+                                       "frames_used": embedded.frames_used})
+    with timer.stage("store"):
+        return await run_in_threadpool(store_record, state.gallery, record, embedded.embedding, replace)
+
+
+# -- query ---------------------------------------------------------------------------------------------------
+async def query(
+    state: ServiceState,
+    timer: StageTimer,
+    *,
+    media: MediaUpload | None,
+    tracklet_id: str | None,
+    top_k: int,
+    exclude_same_camera: bool,
+    camera_id: str | None,
+) -> QueryOut:
+    """Ranks the gallery for the query: media (embedded, not stored) or an enrolled tracklet's embedding."""
+    if media is not None and tracklet_id is not None:
+        raise InvalidRequestError("Send either media (video, frames or archive) or tracklet_id as the query, not both.")
+    if media is None and tracklet_id is None:
+        raise InvalidRequestError("Send the query as one of video, frames or archive, or as an enrolled tracklet_id.")
+    embedded: EmbeddedUpload | None = None
+    if tracklet_id is not None:
+        record = await run_in_threadpool(state.gallery.get, tracklet_id)
+        embedding = await run_in_threadpool(state.gallery.get_embedding, tracklet_id)
+        if record is None or embedding is None:
+            raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
+        if camera_id is None:
+            camera_id = record.camera_id
+    else:
+        embedded = await embed_upload(state, media, timer)
+        embedding = embedded.embedding
+    if exclude_same_camera and camera_id is None:
+        raise InvalidRequestError("exclude_same_camera needs the query's camera: send camera_id.")
+    tracklet_filter = TrackletFilter(exclude_cameras=[camera_id]) if exclude_same_camera else None
+    with timer.stage("search"):
+        (hits,) = await run_in_threadpool(state.gallery.search, embedding, top_k, tracklet_filter)
+        gallery_size = await run_in_threadpool(state.gallery.count)
+    return QueryOut(
+        matches=[
+            Match(rank=rank, id=hit.record.id, person_id=hit.record.person_id, camera_id=hit.record.camera_id,
+                  distance=hit.distance, metadata=hit.record.metadata)
+            for rank, hit in enumerate(hits, start=1)
+        ],
+        top_k=top_k,
+        query_tracklet_id=tracklet_id,
+        query_camera_id=camera_id,
+        frames_decoded=embedded.frames_decoded if embedded else None,
+        frames_used=embedded.frames_used if embedded else None,
+        gallery_size=gallery_size,
+        took_ms=timer.elapsed_ms(),
+        model_version=state.embedder.card.model_version,
+    )
