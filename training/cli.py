@@ -1,6 +1,7 @@
 """Command line of the training side: ``python -m training <command>`` (or the ``rafa-train`` script).
 
     python -m training synthetic --root data/synthetic           generate the CPU benchmark
+    python -m training synthetic-footage --out data/footage      two cameras of footage with MOT ground truth
     python -m training train --config training/configs/synthetic.yaml
     python -m training evaluate --checkpoint runs/synthetic-mg-rafa/final.pt [--rerank]
     python -m training export --checkpoint runs/synthetic-mg-rafa/final.pt --out models/synthetic.onnx
@@ -41,6 +42,8 @@ def forwarded_main(command: str) -> Callable[[list[str]], int]:
         from training.export import main
     elif command == "complexity":
         from training.complexity import main
+    elif command == "synthetic-footage":
+        from training.data.synthetic_footage import main
     else:
         try:
             from training.data.synthetic import main
@@ -53,6 +56,7 @@ FORWARDED = {
     "export": "export a checkpoint (or a random network) to ONNX + model card; see 'export --help'",
     "complexity": "count the heads' multiply-accumulates (the paper's Table 2 column); see 'complexity --help'",
     "synthetic": "generate the synthetic benchmark in the MARS layout; see 'synthetic --help'",
+    "synthetic-footage": "render fixed-camera footage with MOTChallenge ground truth; see 'synthetic-footage --help'",
 }
 
 
