@@ -1,9 +1,10 @@
 """Footage frames as a stream: one decoded frame at a time, never the whole video in memory.
 
-OpenCV's FFmpeg backend reads from a file path (footage is streamed to disk by the API before a job
-starts). The frame size and frame count come from the container before the first frame is decoded, so a
-frame size over the limit is refused without decoding anything. A stream that stops before the frame count
-its container announced is reported as truncated: what decoded is kept.
+OpenCV's FFmpeg backend reads the file as a stream (the API spools footage to disk before a job starts),
+restricted like uploads to an allowlist of containers recognised by their magic bytes. The frame size and
+frame count come from the container before the first frame is decoded, so a frame size over the limit is
+refused without decoding anything. A stream that stops before the frame count its container announced is
+reported as truncated: what decoded is kept.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# _new_capture: the one place that opens an FFmpeg capture under the allowlist's options (and their lock).
+from service.decoding.video import _new_capture, video_container
 from service.errors import InvalidMediaError, LimitExceededError
 
 #: Frame rate assumed when the container does not say (or says something absurd).
@@ -33,12 +36,37 @@ class FootageInfo:
     """Frames the container announces; 0 when unknown (some streams do not say)."""
 
 
-def _open(path: Path) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        capture.release()
-        raise InvalidMediaError(f"'{path.name}' is not a video OpenCV/FFmpeg can open.")
-    return capture
+class _Capture:
+    """A VideoCapture over a footage file, opened the way uploads are (service.decoding.video): the
+    container is identified from the file's magic bytes against the allowlist before FFmpeg sees it, and
+    FFmpeg may use only that demuxer. The file is handed to OpenCV as a stream (read as it decodes, never
+    whole), so no protocol but ``pipe`` is allowed either; an OpenCV without stream reading opens the path."""
+
+    def __init__(self, path: Path):
+        try:
+            self.handle = open(path, "rb")  # noqa: SIM115 (lives as long as the capture)
+        except OSError as error:
+            raise InvalidMediaError(f"'{path.name}' cannot be read: {error.strerror}.") from error
+        head = self.handle.read(4096)
+        self.handle.seek(0)
+        try:
+            demuxer = video_container(head)
+            try:
+                self.capture = _new_capture(self.handle, demuxer, raw=False, allow_files=False)
+            except (TypeError, cv2.error):
+                self.capture = _new_capture(str(path), demuxer, raw=False, allow_files=True)
+        except Exception:
+            self.handle.close()
+            raise
+        if not self.capture.isOpened():
+            self.release()
+            raise InvalidMediaError(
+                f"'{path.name}' is not a video OpenCV/FFmpeg can open (damaged, or cut off before its index)."
+            )
+
+    def release(self) -> None:
+        self.capture.release()
+        self.handle.close()
 
 
 def _info(capture: cv2.VideoCapture) -> FootageInfo:
@@ -65,11 +93,11 @@ def probe_footage(path: str | Path, max_frame_dimension: int = 4096) -> FootageI
     """The container's frame size, rate and count; InvalidMediaError (4xx) if it is not a video,
     LimitExceededError (413) if its frames are larger than ``max_frame_dimension`` on a side."""
     path = Path(path)
-    capture = _open(path)
+    opened = _Capture(path)
     try:
-        info = _info(capture)
+        info = _info(opened.capture)
     finally:
-        capture.release()
+        opened.release()
     _check_size(info, max_frame_dimension, path.name)
     return info
 
@@ -83,12 +111,13 @@ class FrameReader:
 
     def __init__(self, path: str | Path, max_frame_dimension: int = 4096, max_frames: int | None = None):
         self.path = Path(path)
-        self._capture = _open(self.path)
+        self._opened = _Capture(self.path)
+        self._capture = self._opened.capture
         self.info = _info(self._capture)
         try:
             _check_size(self.info, max_frame_dimension, self.path.name)
         except Exception:
-            self._capture.release()
+            self._opened.release()
             raise
         self.max_frames = max_frames
         self.frames_read = 0
@@ -118,7 +147,7 @@ class FrameReader:
             self.truncated = True
 
     def close(self) -> None:
-        self._capture.release()
+        self._opened.release()
 
     def __enter__(self) -> FrameReader:
         return self
