@@ -1,11 +1,15 @@
-"""The ablation runner: one config trained with several heads, results side by side like the paper's Table 2.
+"""The ablation runner: one config trained with several heads (and seeds), results side by side like Table 2.
 
     python -m training ablation --config training/configs/synthetic.yaml \\
-        --heads baseline mg-afa:4 sg-rafa:1 mg-rafa:4 --out runs/ablation
+        --heads baseline mg-afa:4 sg-rafa:1 mg-rafa:4 --seeds 0 1 2 --out runs/ablation
 
-Every head is trained with the same seed, data, schedule and losses into ``OUT/<head>/``; the table
-(``ablation.md``) and its data (``ablation.json``) go to ``OUT``. A head whose run already finished
-(``OUT/<head>/result.json``) is not trained again, so an interrupted ablation can be restarted.
+A head spec is ``NAME[:NUMBER][,reference=temporal|frame|all][,s=REDUCTION]``: ``mg-rafa:4`` is
+MG-RAFA(N=4), ``sg-rafa:4`` SG-RAFA(S=4), ``sg-rafa:1,reference=all`` the all-nodes reference of Table 3,
+``mg-rafa:4,s=8`` the reduction ratio 8. Every head is trained with the same data, schedule and losses
+into ``OUT/<head>/`` (``OUT/<head>/seed<k>/`` with ``--seeds``), then evaluated in every test-time mode
+with one backbone pass (:mod:`training.test_time`). The table (``ablation.md``: mean ± std over seeds,
+and the modes side by side) and its data (``ablation.json``) go to ``OUT``. A run that already finished
+(``result.json``) is not trained again with ``--resume``, so an interrupted ablation can be restarted.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ import json
 import logging
 import os
 import platform
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from training.architecture import HEAD_NAMES, head_label
+from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES, REFERENCES, head_label
 from training.config import TrainConfig, load_config
+from training.data.sampling import TEST_MODES, canonical_test_mode
 from training.evaluation import RetrievalMetrics
 
 log = logging.getLogger(__name__)
@@ -34,44 +41,70 @@ DEFAULT_HEADS = ("baseline", "mg-afa:4", "sg-rafa:1", "mg-rafa:4")
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """One row of the ablation: a head and its N (MG heads) or S (SG-RAFA)."""
+    """One row of the ablation: a head, its N (MG heads) or S (SG-RAFA), reduction s and reference set."""
 
     head: str
     granularities: int
     splits: int
+    reduction: int = DEFAULT_REDUCTION
+    reference: str = "temporal"
 
     @classmethod
     def parse(cls, spec: str) -> HeadSpec:
-        """"mg-rafa:4" -> MG-RAFA with N=4 (S=1); "sg-rafa:4" sets S; no number: N=4, or S=1 for SG-RAFA."""
-        name, _, number = spec.lower().partition(":")
+        """"mg-rafa:4" -> MG-RAFA with N=4 (S=1); "sg-rafa:4" sets S; no number: N=4, or S=1 for SG-RAFA.
+
+        Options after commas: ``s=8`` (reduction ratio), ``reference=frame`` (see ``training.rafa.REFERENCES``).
+        """
+        base, *options = spec.lower().split(",")
+        name, _, number = base.partition(":")
         if name not in HEAD_NAMES:
             raise ValueError(f"unknown head {name!r} in {spec!r}; choose one of {', '.join(HEAD_NAMES)}")
         if number and not number.isdigit():
             raise ValueError(f"{spec!r}: the number after ':' is N (MG heads) or S (SG-RAFA), e.g. mg-rafa:4")
         value = int(number) if number else (1 if name == "sg-rafa" else 4)
+        extra: dict[str, Any] = {}
+        for option in options:
+            key, _, text = option.partition("=")
+            if key == "s" and text.isdigit() and int(text) > 0:
+                extra["reduction"] = int(text)
+            elif key == "reference" and text in REFERENCES:
+                extra["reference"] = text
+            else:
+                raise ValueError(f"{spec!r}: unknown option {option!r}; use s=N or reference={'|'.join(REFERENCES)}")
         if name == "sg-rafa":
-            return cls(name, granularities=1, splits=value)
-        return cls(name, granularities=value, splits=1)
+            return cls(name, granularities=1, splits=value, **extra)
+        return cls(name, granularities=value, splits=1, **extra)
 
     @property
     def slug(self) -> str:
-        """The run folder's name: baseline, mg-rafa-n4, sg-rafa-s1, ..."""
+        """The run folder's name: baseline, mg-rafa-n4, sg-rafa-s1, sg-rafa-s1-ref-all, mg-rafa-n4-r8, ..."""
         if self.head == "baseline":
             return "baseline"
-        if self.head == "sg-rafa":
-            return f"sg-rafa-s{self.splits}"
-        return f"{self.head}-n{self.granularities}"
+        slug = f"sg-rafa-s{self.splits}" if self.head == "sg-rafa" else f"{self.head}-n{self.granularities}"
+        if self.reference != "temporal":
+            slug += f"-ref-{self.reference}"
+        if self.reduction != DEFAULT_REDUCTION:
+            slug += f"-r{self.reduction}"
+        return slug
 
     @property
     def label(self) -> str:
-        return head_label(self.head, self.granularities, self.splits)
+        return head_label(self.head, self.granularities, self.splits, self.reduction, self.reference)
 
-    def apply(self, config: TrainConfig) -> TrainConfig:
-        """``config`` with this head, named after it."""
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """Test-time modes this head can run (the all-nodes reference is built for one T)."""
+        return tuple(mode for mode in TEST_MODES if not (mode == "all" and self.reference == "all"))
+
+    def apply(self, config: TrainConfig, seed: int | None = None) -> TrainConfig:
+        """``config`` with this head (and ``seed``), named after it."""
         model = dataclasses.replace(
-            config.model, head=self.head, granularities=self.granularities, splits=self.splits
-        )
-        return dataclasses.replace(config, model=model, name=f"{config.name}-{self.slug}")
+            config.model, head=self.head, granularities=self.granularities, splits=self.splits,
+            reduction=self.reduction, reference=self.reference,
+            reference_frames=config.data.num_frames if self.reference == "all" else None,
+        )  # fmt: skip
+        seed = config.seed if seed is None else seed
+        return dataclasses.replace(config, model=model, name=f"{config.name}-{self.slug}", seed=seed)
 
 
 @dataclass
@@ -90,16 +123,30 @@ class AblationRow:
     head_parameters: int
     total_parameters: int
     checkpoint: str | None
+    seed: int | None = None
+    reduction: int = DEFAULT_REDUCTION
+    reference: str = "temporal"
+    #: The test-time mode of ``metrics``; ``modes`` holds the metrics of every mode evaluated.
+    test_mode: str = "centres"
+    modes: dict[str, RetrievalMetrics] = field(default_factory=dict)
+    #: The command line that reproduces this row.
+    command: str | None = None
+
+    @property
+    def spec_key(self) -> HeadSpec:
+        return HeadSpec(self.head, self.granularities, self.splits, self.reduction, self.reference)
 
     def as_json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["metrics"] = self.metrics.as_dict() if self.metrics is not None else None
+        values["modes"] = {mode: metrics.as_dict() for mode, metrics in self.modes.items()}
         return values
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> AblationRow:
         metrics = values.get("metrics")
-        return cls(**{**values, "metrics": RetrievalMetrics.from_dict(metrics) if metrics else None})
+        modes = {mode: RetrievalMetrics.from_dict(m) for mode, m in (values.get("modes") or {}).items()}
+        return cls(**{**values, "metrics": RetrievalMetrics.from_dict(metrics) if metrics else None, "modes": modes})
 
 
 def head_parameters(config: TrainConfig) -> tuple[int, int]:
@@ -128,49 +175,70 @@ def describe_machine() -> str:
     return text
 
 
-def run_ablation(
-    config: TrainConfig, heads: list[str], output_dir: str | Path, resume: bool = False
-) -> list[AblationRow]:
-    """Train ``config`` once per head spec; returns one row per head and writes ablation.md / .json."""
-    from training.distributed import DistributedContext
+def train_and_evaluate(config: TrainConfig, head: HeadSpec, run_dir: Path, resume: bool) -> AblationRow:
+    """Train one (head, seed) run, then evaluate its final network in every mode the head can run."""
+    from training.checkpoint import load_checkpoint
+    from training.distributed import resolve_device
+    from training.loaders import load_config_dataset
+    from training.test_time import evaluate_modes
     from training.trainer import train
+
+    # No evaluation inside the run: the one below scores every test-time mode with one backbone pass.
+    result = train(dataclasses.replace(config, eval_every=0, eval_at_end=False), run_dir,
+                   resume=resume and (run_dir / "last.pt").is_file())  # fmt: skip
+    model = load_checkpoint(result.final_checkpoint).build_model(resolve_device(config.device))
+    modes = evaluate_modes(model, load_config_dataset(config), config, head.modes)
+    default_mode = canonical_test_mode(config.data.test_mode)
+    head_params, total_params = head_parameters(config)
+    return AblationRow(
+        label=result.label, spec="", head=head.head, granularities=head.granularities, splits=head.splits,
+        metrics=modes[default_mode].metrics if default_mode in modes else None,
+        cmc=modes[default_mode].cmc if default_mode in modes else None,
+        epochs=result.epochs, wall_time_s=result.wall_time_s, head_parameters=head_params,
+        total_parameters=total_params, checkpoint=result.final_checkpoint, seed=config.seed,
+        reduction=head.reduction, reference=head.reference, test_mode=default_mode,
+        modes={mode: value.metrics for mode, value in modes.items()},
+    )  # fmt: skip
+
+
+def run_ablation(
+    config: TrainConfig,
+    heads: list[str],
+    output_dir: str | Path,
+    resume: bool = False,
+    seeds: list[int] | None = None,
+    command: str | None = None,
+) -> list[AblationRow]:
+    """Train ``config`` once per head spec (and seed); returns one row per run, writes ablation.md / .json.
+
+    With ``seeds`` the runs go to ``OUT/<head>/seed<k>`` (seed-major order, so partial tables compare
+    all heads), otherwise (the config's seed) to ``OUT/<head>``.
+    """
+    from training.distributed import DistributedContext
 
     output_dir = Path(output_dir)
     is_main = DistributedContext.from_environment().is_main
     rows = []
-    for spec in heads:
-        head = HeadSpec.parse(spec)
-        head_config = head.apply(config)
-        run_dir = output_dir / head.slug
-        result_path = run_dir / "result.json"
-        if resume and result_path.is_file():
-            with open(result_path, encoding="utf-8") as handle:
-                row = AblationRow.from_json(json.load(handle))
-            log.info("%s: already trained, reusing %s", row.label, result_path)
-        else:
-            log.info("ablation: training %s into %s", head.label, run_dir)
-            result = train(head_config, run_dir, resume=resume and (run_dir / "last.pt").is_file())
-            head_params, total_params = head_parameters(head_config)
-            row = AblationRow(
-                label=result.label,
-                spec=spec,
-                head=head.head,
-                granularities=head.granularities,
-                splits=head.splits,
-                metrics=result.metrics,
-                cmc=result.cmc,
-                epochs=result.epochs,
-                wall_time_s=result.wall_time_s,
-                head_parameters=head_params,
-                total_parameters=total_params,
-                checkpoint=result.final_checkpoint,
-            )
+    for seed in seeds or [None]:
+        for spec in heads:
+            head = HeadSpec.parse(spec)
+            run_config = head.apply(config, seed)
+            run_dir = output_dir / head.slug / (f"seed{seed}" if seeds else "")
+            result_path = run_dir / "result.json"
+            if resume and result_path.is_file():
+                with open(result_path, encoding="utf-8") as handle:
+                    row = AblationRow.from_json(json.load(handle))
+                log.info("%s (seed %s): already trained, reusing %s", row.label, row.seed, result_path)
+            else:
+                log.info("ablation: training %s (seed %d) into %s", head.label, run_config.seed, run_dir)
+                row = dataclasses.replace(train_and_evaluate(run_config, head, run_dir, resume), spec=spec,
+                                          command=command)  # fmt: skip
+                if is_main:
+                    with open(result_path, "w", encoding="utf-8") as handle:
+                        json.dump(row.as_json(), handle, indent=2)
+            rows.append(row)
             if is_main:
-                with open(result_path, "w", encoding="utf-8") as handle:
-                    json.dump(row.as_json(), handle, indent=2)
-        rows.append(row)
-        if is_main:
-            write_tables(rows, config, output_dir)
+                write_tables(rows, config, output_dir)
     return rows
 
 
@@ -180,27 +248,68 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
 
 
+def mean_std(values: list[float]) -> str:
+    """Fractions as percent: '61.2 ± 1.3' (mean ± sample std) over several values, '61.2' for one."""
+    percent = 100 * np.asarray(values, dtype=np.float64)
+    if len(percent) == 1:
+        return f"{percent[0]:.1f}"
+    return f"{percent.mean():.1f} ± {percent.std(ddof=1):.1f}"
+
+
+def group_rows(rows: list[AblationRow]) -> list[list[AblationRow]]:
+    """Rows of the same head configuration together (one per seed), in first-seen order."""
+    groups: dict[HeadSpec, list[AblationRow]] = {}
+    for row in rows:
+        groups.setdefault(row.spec_key, []).append(row)
+    return list(groups.values())
+
+
 def ablation_markdown(rows: list[AblationRow], config: TrainConfig, machine: str) -> str:
-    """The Table-2-style markdown table (metrics in %)."""
+    """The Table-2-style table (metrics in %, mean ± std over seeds) and the test-time modes side by side."""
     model, data = config.model, config.data
+    default_mode = canonical_test_mode(data.test_mode)
     lines = [
         f"# Ablation on {data.dataset}: {model.backbone}, {model.height}x{model.width}, T={data.num_frames}, "
         f"{config.optim.epochs} epochs, P={config.sampler.num_identities} x Z={config.sampler.tracklets_per_identity}",
         "",
-        f"Config `{config.name}`, seed {config.seed}, evaluation mode `{data.test_mode}`. Machine: {machine}.",
+        f"Config `{config.name}`, test-time mode `{default_mode}`. Machine: {machine}.",
         "",
-        "| Model | mAP | Rank-1 | Rank-5 | Rank-10 | Rank-20 | Head params | Wall time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Model | Seeds | mAP | Rank-1 | Rank-5 | Rank-10 | Rank-20 | Head params | Wall time (mean) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
-        if row.metrics is not None:
-            cells = [f"{100 * value:.1f}" for value in row.metrics.as_dict().values()]
+    groups = group_rows(rows)
+    for group in groups:
+        seeds = ", ".join(str(row.seed) for row in group)
+        if all(row.metrics is not None for row in group):
+            keys = ("mAP", "rank1", "rank5", "rank10", "rank20")
+            cells = [mean_std([getattr(row.metrics, key) for row in group]) for key in keys]
         else:
             cells = ["n/a"] * 5
+        wall = float(np.mean([row.wall_time_s for row in group]))
         lines.append(
-            f"| {row.label} | {' | '.join(cells)} | {row.head_parameters / 1e6:.3f} M | "
-            f"{format_duration(row.wall_time_s)} |"
+            f"| {group[0].label} | {seeds} | {' | '.join(cells)} | {group[0].head_parameters / 1e6:.3f} M | "
+            f"{format_duration(wall)} |"
         )
+    if any(row.modes for row in rows):
+        lines += [
+            "",
+            "Test-time modes, mAP / Rank-1 (%):",
+            "",
+            "| Model | Seeds | " + " | ".join(TEST_MODES) + " |",
+            "|---|---|" + "---:|" * len(TEST_MODES),
+        ]
+        for group in groups:
+            cells = []
+            for mode in TEST_MODES:
+                values = [row.modes[mode] for row in group if mode in row.modes]
+                if values and len(values) == len(group):
+                    cells.append(f"{mean_std([v.mAP for v in values])} / {mean_std([v.rank1 for v in values])}")
+                else:
+                    cells.append("n/a")
+            lines.append(f"| {group[0].label} | {', '.join(str(row.seed) for row in group)} | {' | '.join(cells)} |")
+    commands = list(dict.fromkeys(row.command for row in rows if row.command))
+    if commands:
+        lines += ["", "Reproduce:", "", "```", *commands, "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -227,6 +336,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value for every head, e.g. --set optim.epochs=5 (repeatable)",
     )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, metavar="SEED",
+        help="train every head once per seed into OUT/<head>/seed<k>; the table shows mean ± std",
+    )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="skip finished heads, resume an interrupted one")
 
 
@@ -234,7 +347,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     for spec in args.heads:
         HeadSpec.parse(spec)  # fail before hours of training, not after
-    rows = run_ablation(config, args.heads, args.out, resume=args.resume)
+    seeds = ["--seeds", *map(str, args.seeds)] if args.seeds else []
+    command = "python -m training ablation " + shlex.join([
+        "--config", str(args.config), "--heads", *args.heads, *seeds,
+        *[item for override in args.overrides for item in ("--set", override)], "--out", str(args.out),
+    ])  # fmt: skip
+    rows = run_ablation(config, args.heads, args.out, resume=args.resume, seeds=args.seeds, command=command)
     from training.distributed import DistributedContext
 
     if DistributedContext.from_environment().is_main:

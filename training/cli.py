@@ -108,12 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="last.pt or final.pt of a run")
     evaluate.add_argument("--data-root", help="dataset folder (default: the one the run was trained on)")
     evaluate.add_argument(
-        "--mode", choices=["test", "dense"],
-        help="test: T frames, one per chunk; dense: every frame in clips of T, averaged (default: the run's)",
+        "--mode", choices=["centres", "strided", "consecutive", "all", "test", "dense"],
+        help="test-time sampling: centres (T chunk centres), strided (clip k = k-th frame of every chunk, "
+        "averaged), consecutive (every frame in clips of T, averaged), all (every frame in one pass); "
+        "test and dense are the old names of centres and consecutive (default: the run's)",
     )
     evaluate.add_argument("--output", type=Path, help="output folder (default: eval_<mode> beside the checkpoint)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    evaluate.add_argument("--batch-size", type=int, help="tracklets (test) or clips (dense) per forward pass")
+    evaluate.add_argument("--batch-size", type=int, help="tracklets of T frames per backbone pass")
     evaluate.add_argument("--num-workers", type=int, help="data-loading processes (default: the run's)")
     evaluate.add_argument(
         "--rerank", action="store_true",

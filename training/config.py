@@ -75,13 +75,20 @@ class DataSection:
     root: str = "data/mars"
     #: Which of the 10 random splits of iLIDS-VID / PRID2011 (ignored by MARS, DukeV, synthetic).
     split_id: int = 0
+    #: iLIDS-VID / PRID2011: a published split file (.mat with ls_set, or JSON list of {"train", "test"});
+    #: None looks for the customary files and generates seeded splits only when there are none.
+    split_file: str | None = None
     #: T: frames per tracklet, one drawn per uniform chunk.
     num_frames: int = 8
     num_workers: int = 4
-    #: Test-time frame sampling: "test" (one deterministic frame per chunk) or "dense" (all frames in
-    #: clips of T, clip features averaged).
+    #: Test-time frame sampling (training/test_time.py): "centres" (the centre frame of each of T chunks),
+    #: "strided" (clip k = k-th frame of every chunk, clip features averaged), "consecutive" (every frame
+    #: in consecutive clips of T, averaged) or "all" (every frame in one pass of the head). "test" and
+    #: "dense" are the old names of "centres" and "consecutive".
     test_mode: str = "test"
-    #: Tracklets (test mode) or clips (dense mode) per forward pass at evaluation.
+    #: Cap of the "all" mode: longer tracklets are embedded from this many evenly spread frames.
+    max_test_frames: int | None = 256
+    #: Tracklets (of T frames) per backbone pass at evaluation.
     test_batch_size: int = 32
 
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 from torch.utils.data import DataLoader
 
 from training.config import TrainConfig
-from training.data.sampling import PKSampler
+from training.data.sampling import PKSampler, PositionKeyedBatches
 from training.data.transforms import SequenceAugment
 from training.data.video_dataset import TrackletDataset
 from training.distributed import DistributedContext
@@ -18,7 +18,9 @@ def load_config_dataset(config: TrainConfig, root: str | Path | None = None):
     """The dataset a config names (``root`` overrides ``config.data.root``)."""
     from training.data import load_dataset
 
-    return load_dataset(config.data.dataset, root or config.data.root, split_id=config.data.split_id)
+    return load_dataset(
+        config.data.dataset, root or config.data.root, split_id=config.data.split_id, split_file=config.data.split_file
+    )
 
 
 class TrainLoader(NamedTuple):
@@ -61,7 +63,8 @@ def build_train_loader(
     )
     loader = DataLoader(
         train_set,
-        batch_sampler=sampler,
+        # Items keyed by batch position too: repeated tracklets draw fresh frames and augmentation.
+        batch_sampler=PositionKeyedBatches(sampler),
         num_workers=config.data.num_workers,
         pin_memory=pin_memory,
     )

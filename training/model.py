@@ -91,6 +91,8 @@ class VideoReIDModel(nn.Module):
             granularities=config.granularities,
             splits=config.splits,
             reduction=config.reduction,
+            reference=config.reference,
+            num_frames=config.reference_frames,
         )
 
     @property

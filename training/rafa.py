@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES
+from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES, REFERENCES
 
 
 class HeadOutput(NamedTuple):
@@ -66,6 +66,8 @@ class ReferenceAidedAttention(nn.Module):
         reduction: the ratio s of Eq. 1 and 3.
         use_relations: False gives the appearance-only ablation (AFA): theta sees phi(x) alone.
         norm_layer: normalisation after every 1x1 convolution.
+        reference: which nodes are the reference set, one of :data:`REFERENCES`.
+        num_frames: T, needed (and then fixed) only by ``reference="all"``.
     """
 
     def __init__(
@@ -76,8 +78,14 @@ class ReferenceAidedAttention(nn.Module):
         reduction: int = DEFAULT_REDUCTION,
         use_relations: bool = True,
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        reference: str = "temporal",
+        num_frames: int | None = None,
     ):
         super().__init__()
+        if reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
+        if reference == "all" and not num_frames:
+            raise ValueError("reference='all' needs num_frames: psi sees T*H*W relations")
         height, width = spatial_size
         pooled_h, pooled_w = max(1, height // pool), max(1, width // pool)
         if height % pooled_h or width % pooled_w:
@@ -88,7 +96,10 @@ class ReferenceAidedAttention(nn.Module):
         self.channels = channels
         self.pool_kernel = (height // pooled_h, width // pooled_w)
         self.pooled_size = (pooled_h, pooled_w)
-        self.num_reference = pooled_h * pooled_w  # D_m: S-RFNs are one temporally averaged map
+        self.reference = reference
+        self.num_frames = num_frames if reference == "all" else None
+        # D_m: S-RFNs (and a single frame) have Hm*Wm nodes; all nodes of the clip are T times as many.
+        self.num_reference = pooled_h * pooled_w * (num_frames if reference == "all" else 1)
         self.use_relations = use_relations
 
         inner = reduced(channels, reduction)
@@ -116,12 +127,23 @@ class ReferenceAidedAttention(nn.Module):
         flat = nodes.flatten(0, 1)  # (B*T, C, Hm, Wm): 1x1 convs act on every node alike
         embedded = [self.phi(flat)]
         if self.use_relations:
-            reference = nodes.mean(dim=1)  # F_R: temporal average pooling, (B, C, Hm, Wm)
             queries = self.mu(flat).unflatten(0, (batch, frames)).flatten(3)  # (B, T, C/s, K_t)
-            keys = self.nu(reference).flatten(2)  # (B, C/s, D)
-            # r[b, t, j, i] = mu(x_i) . nu(y_j): the relation vector of node i lies along j, in
-            # the raster order of the reference nodes, so it can be a channel axis for psi.
-            relations = torch.einsum("btci,bcj->btji", queries, keys)
+            if self.reference == "frame":
+                # Each frame is its own reference: r[b, t, j, i] = mu(x_ti) . nu(x_tj).
+                keys = self.nu(flat).unflatten(0, (batch, frames)).flatten(3)  # (B, T, C/s, D)
+                relations = torch.einsum("btci,btcj->btji", queries, keys)
+            else:
+                if self.reference == "all":
+                    if frames != self.num_frames:
+                        raise ValueError(f"reference='all' was built for T={self.num_frames}, got T={frames}")
+                    # Every node of the clip, frame by frame in raster order: (B, C/s, T*Hm*Wm).
+                    keys = self.nu(flat).unflatten(0, (batch, frames)).permute(0, 2, 1, 3, 4).flatten(2)
+                else:
+                    reference = nodes.mean(dim=1)  # F_R: temporal average pooling, (B, C, Hm, Wm)
+                    keys = self.nu(reference).flatten(2)  # (B, C/s, D)
+                # r[b, t, j, i] = mu(x_i) . nu(y_j): the relation vector of node i lies along j, in
+                # the raster order of the reference nodes, so it can be a channel axis for psi.
+                relations = torch.einsum("btci,bcj->btji", queries, keys)
             relations = relations.reshape(batch * frames, self.num_reference, *nodes.shape[-2:])
             embedded.append(self.psi(relations))
         scores = self.theta(torch.cat(embedded, dim=1))
@@ -162,6 +184,8 @@ class AttentiveAggregationHead(nn.Module):
         reduction: the ratio s.
         use_relations: False for MG-AFA.
         norm_layer: normalisation after every 1x1 convolution.
+        reference: the reference set of every group (:data:`REFERENCES`).
+        num_frames: T, for ``reference="all"`` only.
     """
 
     def __init__(
@@ -172,6 +196,8 @@ class AttentiveAggregationHead(nn.Module):
         reduction: int = DEFAULT_REDUCTION,
         use_relations: bool = True,
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        reference: str = "temporal",
+        num_frames: int | None = None,
     ):
         super().__init__()
         if not pools:
@@ -183,7 +209,9 @@ class AttentiveAggregationHead(nn.Module):
         base, extra = divmod(channels, len(pools))
         self.group_channels = [base + (index < extra) for index in range(len(pools))]
         self.groups = nn.ModuleList(
-            ReferenceAidedAttention(width, spatial_size, pool, reduction, use_relations, norm_layer)
+            ReferenceAidedAttention(
+                width, spatial_size, pool, reduction, use_relations, norm_layer, reference, num_frames
+            )
             for width, pool in zip(self.group_channels, pools, strict=True)
         )
 
@@ -212,17 +240,25 @@ def build_head(
     granularities: int = 4,
     splits: int = 1,
     reduction: int = DEFAULT_REDUCTION,
+    reference: str = "temporal",
+    num_frames: int | None = None,
 ) -> nn.Module:
-    """Build one of the paper's heads by name: baseline, sg-rafa, mg-rafa or mg-afa."""
+    """Build one of the paper's heads by name: baseline, sg-rafa, mg-rafa or mg-afa.
+
+    ``reference`` chooses the reference nodes of the relation heads (Table 3); ``num_frames`` is T, used
+    only by ``reference="all"``.
+    """
     name = name.lower()
     if name == "baseline":
         return AverageHead()
+    options = {"reference": reference, "num_frames": num_frames}
     if name == "sg-rafa":
         if splits < 1:
             raise ValueError(f"splits must be >= 1, got {splits}")
-        return AttentiveAggregationHead(channels, spatial_size, (1,) * splits, reduction)
+        return AttentiveAggregationHead(channels, spatial_size, (1,) * splits, reduction, **options)
     if name in ("mg-rafa", "mg-afa"):
         return AttentiveAggregationHead(
-            channels, spatial_size, granularity_pools(granularities), reduction, use_relations=name == "mg-rafa"
+            channels, spatial_size, granularity_pools(granularities), reduction, use_relations=name == "mg-rafa",
+            **options,
         )
     raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEAD_NAMES)}")

@@ -111,19 +111,24 @@ def ilidsvid_root(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- PRID2011
-#: person number -> (frames in cam_a, frames in cam_b); None = not seen by that camera.
+#: person number -> (frames in cam_a, frames in cam_b); None = not seen by that camera. As in the real set,
+#: folders above 200 exist in both cameras under the same names but are different people.
 PRID_PERSONS = {
-    1: (21, 25),
+    1: (22, 25),
     2: (30, 20),  # too few frames in cam_b: excluded
-    3: (22, 21),
+    3: (22, 21),  # exactly 21 frames in cam_b: excluded (the protocol keeps MORE than 21)
     4: (25, 23),
-    5: (21, None),  # cam_a only: excluded
+    5: (22, None),  # cam_a only: excluded
     6: (24, 22),
     7: (None, 30),  # cam_b only: excluded
     8: (26, 27),
-    9: (23, 21),
+    9: (23, 22),
+    10: (22, 22),
+    201: (30, 40),  # same name in both cameras, different people: never an identity
+    202: (25, 26),
+    260: (None, 24),
 }
-PRID_KEPT = [1, 3, 4, 6, 8, 9]
+PRID_KEPT = [1, 4, 6, 8, 9, 10]
 
 
 def make_prid2011(root: Path) -> Path:

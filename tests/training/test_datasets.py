@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.io import loadmat
+from scipy.io import loadmat, savemat
 
 from tests.training.conftest import (
     DUKE_TRACKS,
@@ -156,7 +156,7 @@ def test_ilidsvid_errors(tmp_path, ilidsvid_root):
 
 
 # --------------------------------------------------------------------------------------------- PRID2011
-def test_prid2011_keeps_persons_in_both_cameras_with_21_frames(prid_root):
+def test_prid2011_keeps_persons_1_to_200_with_more_than_21_frames_in_both_cameras(prid_root):
     dataset = load_dataset("prid2011", prid_root, split_id=0)
     saved = json.loads((prid_root / "splits_prid2011.json").read_text())
     split = saved["splits"][0]
@@ -183,6 +183,50 @@ def test_prid2011_splits_deterministic_distinct_and_reused(prid_root, tmp_path):
     # A root pointing at prid_2011/ itself works too (its own split file is then written there).
     inner = load_dataset("prid2011", copy / "prid_2011", split_id=4)
     assert tuple(t.pid for t in inner.query) == queries[4]
+
+
+def test_prid2011_reads_the_published_mat_first_half_test(tmp_path, caplog):
+    root = make_prid2011(tmp_path / "data" / "prid2011")
+    # The customary place: iLIDS-VID's "train-test people splits" folder, which ships the PRID2011 file too.
+    split_dir = tmp_path / "data" / "prid2011" / "train-test people splits"
+    split_dir.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    ls_set = np.stack([rng.permutation(len(PRID_KEPT)) + 1 for _ in range(10)]).astype(np.float64)
+    savemat(str(split_dir / "train_test_splits_prid.mat"), {"ls_set": ls_set})
+    with caplog.at_level("INFO", logger="training.data.prid2011"):
+        dataset = load_dataset("prid2011", root, split_id=3)
+    assert "train_test_splits_prid.mat" in caplog.text
+    row = ls_set[3].astype(int)
+    assert [t.pid for t in dataset.query] == sorted(PRID_KEPT[i - 1] for i in row[:3])
+    assert sorted(PRID_KEPT[i - 1] for i in row[3:]) == sorted(
+        {int(Path(t.frames[0]).parent.name[7:]) for t in dataset.train}
+    )
+    assert not (root / "splits_prid2011.json").exists()  # no seeded splits when a split file exists
+    # A file indexing another number of persons (e.g. >= 21 frames kept instead of > 21) is refused.
+    savemat(str(split_dir / "train_test_splits_prid.mat"), {"ls_set": np.stack([np.arange(1, 8)] * 10).astype(float)})
+    with pytest.raises(ValueError, match="indexes 7 persons but 6"):
+        load_dataset("prid2011", root)
+
+
+def test_explicit_json_split_file_in_the_public_format(tmp_path, ilidsvid_root):
+    root = make_prid2011(tmp_path / "p")
+    names = [f"person_{n:04d}" for n in PRID_KEPT]
+    public = [{"train": names[:3], "test": names[3:]}, {"train": names[3:], "test": names[:3]}]
+    split_file = tmp_path / "splits_prid2011_public.json"
+    split_file.write_text(json.dumps(public))
+    dataset = load_dataset("prid2011", root, split_id=1, split_file=split_file)
+    assert [t.pid for t in dataset.query] == PRID_KEPT[:3]
+    with pytest.raises(ValueError, match="out of range"):
+        load_dataset("prid2011", root, split_id=2, split_file=split_file)
+    # iLIDS-VID: the explicit file wins over the .mat found in the customary folder.
+    ilids_file = tmp_path / "splits_ilidsvid.json"
+    ilids_file.write_text(json.dumps([{"train": ILIDS_PERSONS[3:], "test": ILIDS_PERSONS[:3]}]))
+    ilids = load_dataset("ilidsvid", ilidsvid_root, split_id=0, split_file=ilids_file)
+    assert [t.pid for t in ilids.query] == sorted(int(name[6:]) for name in ILIDS_PERSONS[:3])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"train": ["person999"], "test": []}]))
+    with pytest.raises(ValueError, match="not in the dataset"):
+        load_dataset("ilidsvid", ilidsvid_root, split_file=bad)
 
 
 def test_prid2011_saved_split_with_unknown_person_is_an_error(tmp_path):

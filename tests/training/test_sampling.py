@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from training.data import load_dataset
 from training.data.sampling import PKSampler, chunk_frame_indices, dense_clip_indices
 from training.data.transforms import SequenceAugment
 from training.data.video_dataset import TrackletDataset
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 def chunk_bounds(num_frames: int, num_chunks: int) -> list[tuple[int, int]]:
@@ -213,3 +216,37 @@ def test_dataset_rejects_bad_modes():
         TrackletDataset([], mode="val")
     with pytest.raises(ValueError, match="augmentation"):
         TrackletDataset([], mode="test", augment=SequenceAugment(8, 4))
+
+
+def test_repeated_tracklets_in_a_pk_batch_draw_fresh_frames_deterministically(prid_root):
+    # PRID2011: 2 tracklets per person, Z=4, so every group repeats each tracklet once.
+    from training.config import load_config
+    from training.distributed import DistributedContext
+    from training.loaders import build_train_loader
+
+    config = load_config(CONFIGS / "synthetic.yaml", [
+        "model.height=8", "model.width=4", "data.num_frames=4", "data.num_workers=0", "augment.crop_padding=1",
+        "sampler.num_identities=2", "sampler.tracklets_per_identity=4", "seed=3",
+    ])  # fmt: skip
+    dataset = load_dataset("prid2011", prid_root)
+
+    def epoch_batches(epoch: int) -> list[dict]:
+        loader, sampler, train_set = build_train_loader(dataset, config, DistributedContext())
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        return list(loader)
+
+    batches = epoch_batches(1)
+    repeats = 0
+    for batch in batches:
+        indices = batch["index"].tolist()
+        assert len(indices) == 8 and len(set(indices)) == 4
+        for first in range(len(indices)):
+            for second in range(first + 1, len(indices)):
+                if indices[first] == indices[second]:
+                    repeats += 1
+                    assert not torch.equal(batch["frames"][first], batch["frames"][second])
+    assert repeats >= 2 * len(batches)  # each identity: both tracklets, then two more draws
+    again = epoch_batches(1)
+    assert all(torch.equal(a["frames"], b["frames"]) for a, b in zip(batches, again, strict=True))
+    assert not torch.equal(batches[0]["frames"], epoch_batches(2)[0]["frames"])

@@ -25,8 +25,13 @@ def num_splits(name: str) -> int:
     return 10 if name in ("ilidsvid", "prid2011") else 1
 
 
-def load_dataset(name: str, root: str | Path, split_id: int = 0) -> VideoDataset:
-    """Load dataset ``name`` from ``root`` (its real layout); ``split_id`` picks one of several splits."""
+def load_dataset(
+    name: str, root: str | Path, split_id: int = 0, split_file: str | Path | None = None
+) -> VideoDataset:
+    """Load dataset ``name`` from ``root`` (its real layout); ``split_id`` picks one of several splits.
+
+    ``split_file`` (iLIDS-VID and PRID2011 only) names a published split file, .mat or JSON.
+    """
     total = num_splits(name)
     if total == 1 and split_id != 0:
         log.warning("%s has a single fixed split: split_id %d ignored", name, split_id)
@@ -34,6 +39,8 @@ def load_dataset(name: str, root: str | Path, split_id: int = 0) -> VideoDataset
     if not 0 <= split_id < total:
         raise ValueError(f"split_id {split_id} out of range: {name} has {total} splits")
     # Imported here so that importing the package stays cheap (scipy is only needed for the .mat files).
+    if split_file and name not in ("ilidsvid", "prid2011"):
+        log.warning("%s has a fixed split: split_file %s ignored", name, split_file)
     if name in ("mars", "synthetic"):
         from training.data.mars import load_mars
 
@@ -41,11 +48,11 @@ def load_dataset(name: str, root: str | Path, split_id: int = 0) -> VideoDataset
     if name == "ilidsvid":
         from training.data.ilidsvid import load_ilidsvid
 
-        return load_ilidsvid(root, split_id=split_id)
+        return load_ilidsvid(root, split_id=split_id, split_file=split_file)
     if name == "prid2011":
         from training.data.prid2011 import load_prid2011
 
-        return load_prid2011(root, split_id=split_id)
+        return load_prid2011(root, split_id=split_id, split_file=split_file)
     from training.data.dukev import load_dukev
 
     return load_dukev(root)

@@ -8,8 +8,10 @@ Layout (root is the folder containing ``i-LIDS-VID/``, or ``i-LIDS-VID/`` itself
 
 A row of ``ls_set`` is a permutation of indices into the sorted person folders. Following Wang et al.
 (ECCV 2014) and the code most published numbers come from, the FIRST half of a row is the test set and the
-second half the training set. Without the .mat file, 10 seeded half/half splits are generated and saved to
-``splits_ilidsvid.json`` in the root.
+second half the training set. A split file given explicitly (``split_file``: that .mat or a JSON list of
+{"train", "test"} name lists, see ``training.data.splits``) wins; else the .mat is looked for in its
+customary places, then ``splits_ilidsvid.json``; only without any, 10 seeded half/half splits are
+generated and saved to ``splits_ilidsvid.json`` in the root.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
-from scipy.io import loadmat
-
-from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits, two_camera_dataset
+from training.data.splits import (
+    DEFAULT_NUM_SPLITS,
+    load_or_create_splits,
+    read_split_file,
+    splits_from_mat,
+    two_camera_dataset,
+)
 from training.data.tracklets import Tracklet, VideoDataset, sorted_frames
 
 log = logging.getLogger(__name__)
@@ -57,23 +62,13 @@ def person_number(folder_name: str) -> int:
     return int(match.group(1))
 
 
-def splits_from_mat(path: Path, persons: list[str]) -> list[dict]:
-    """Convert ``ls_set`` rows into train/test name lists (first half test, second half train)."""
-    ls_set = np.atleast_2d(np.asarray(loadmat(str(path))["ls_set"]).astype(np.int64))
-    if ls_set.max() > len(persons) or ls_set.min() < 1:
-        raise ValueError(f"{path}: ls_set indexes persons 1..{ls_set.max()} but {len(persons)} folders exist")
-    half = ls_set.shape[1] // 2
-    return [
-        {
-            "test": sorted(persons[i - 1] for i in row[:half]),
-            "train": sorted(persons[i - 1] for i in row[half:]),
-        }
-        for row in ls_set.tolist()
-    ]
+__all__ = ["load_ilidsvid", "person_number", "splits_from_mat"]
 
 
-def load_ilidsvid(root: str | Path, split_id: int = 0, seed: int = 0) -> VideoDataset:
-    """Load split ``split_id`` of iLIDS-VID."""
+def load_ilidsvid(
+    root: str | Path, split_id: int = 0, seed: int = 0, split_file: str | Path | None = None
+) -> VideoDataset:
+    """Load split ``split_id`` of iLIDS-VID (from ``split_file`` when given, see the module docstring)."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist; expected layout: {ILIDSVID_LAYOUT}")
@@ -89,10 +84,10 @@ def load_ilidsvid(root: str | Path, split_id: int = 0, seed: int = 0) -> VideoDa
         )
 
     mat_candidates = [base / SPLIT_MAT, base.parent / SPLIT_MAT, root / SPLIT_MAT]
-    mat_path = next((p for p in mat_candidates if p.is_file()), None)
+    mat_path = Path(split_file) if split_file else next((p for p in mat_candidates if p.is_file()), None)
     if mat_path is not None:
-        splits = splits_from_mat(mat_path, persons)
-        log.info("iLIDS-VID splits from %s", mat_path)
+        splits = read_split_file(mat_path, persons)
+        log.info("iLIDS-VID splits: %d read from %s", len(splits), mat_path)
     else:
         log.info("no %s found next to %s: using seeded splits saved as JSON", SPLIT_MAT, base)
         splits = load_or_create_splits(

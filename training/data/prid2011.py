@@ -1,13 +1,20 @@
-"""PRID2011 (multi-shot) as distributed, with the customary protocol of persons seen by both cameras.
+"""PRID2011 (multi-shot) as distributed, with the customary protocol of 178 persons seen by both cameras.
 
 Layout (root is the folder containing ``prid_2011/``, or ``prid_2011/`` or ``prid_2011/multi_shot/`` itself)::
 
     prid_2011/multi_shot/cam_a/person_0001/0001.png ...
     prid_2011/multi_shot/cam_b/person_0001/...
 
-Persons present in both cameras with at least 21 frames in each are kept (178 in the real set). The dataset
-ships no splits, so 10 seeded half/half splits are generated once and saved to ``splits_prid2011.json`` in
-the root.
+Only person_0001 to person_0200 are the same people in both cameras (the dataset's readme: cam_a's
+person_0201..0385 and cam_b's person_0201..0749 are different people who only complete each camera's
+gallery), so folder names above 200 never pair up. Of those 200, persons whose sequences have MORE THAN
+21 frames in both cameras are kept (178 in the real set, the customary protocol).
+
+Splits: an explicit ``split_file`` (``train_test_splits_prid.mat``, ``ls_set`` 10 x 178 indexing the kept
+persons in sorted order, first half test; or a JSON list of {"train", "test"} name lists such as the
+``splits_prid2011.json`` public code reads); else ``train_test_splits_prid.mat`` in its customary places
+(iLIDS-VID's ``train-test people splits`` folder, or the root), then ``splits_prid2011.json``; only without
+any, 10 seeded half/half splits are generated and saved to ``splits_prid2011.json`` in the root.
 """
 
 from __future__ import annotations
@@ -15,19 +22,29 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from scipy.io import loadmat
+
 from training.data.ilidsvid import person_number
-from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits, two_camera_dataset
+from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits, read_split_file, two_camera_dataset
 from training.data.tracklets import Tracklet, VideoDataset, sorted_frames
 
 log = logging.getLogger(__name__)
 
 PRID_LAYOUT = "<root>/prid_2011/multi_shot/cam_a|cam_b/person_XXXX/*.png"
 SPLIT_JSON = "splits_prid2011.json"
-MIN_FRAMES = 21
+SPLIT_MAT = Path("train-test people splits") / "train_test_splits_prid.mat"
+#: Persons 1..200 are the same people in both cameras; higher numbers are not.
+NUM_SHARED_PERSONS = 200
+#: A sequence must have MORE than this many frames. Wang et al. (ECCV 2014), whose protocol and split
+#: files (train_test_splits_prid.mat) published PRID2011 numbers use, keep "sequences of more than 21
+#: frames", 178 persons. Some code reads it as ">= 21"; a public loader records that >= 21 leaves 183 of
+#: the 200 persons, not the 178 the split file indexes, so the strict reading is the one consistent with
+#: the customary 178. When a split .mat is read, its width is checked against the persons kept.
+MIN_FRAMES_EXCLUSIVE = 21
 PRID_PROTOCOL = (
-    "PRID2011: persons seen by both cameras with at least 21 frames in each, half train and half test; "
-    "query = cam_a sequences, gallery = cam_b sequences of the test persons; "
-    "report CMC averaged over 10 splits."
+    "PRID2011: persons 1-200 (the only ones shared by both cameras) with more than 21 frames in each camera "
+    "(178 in the real set), half train and half test; query = cam_a sequences, gallery = cam_b sequences "
+    "of the test persons; report CMC averaged over 10 splits."
 )
 
 
@@ -42,30 +59,56 @@ def resolve_multi_shot(root: Path) -> Path:
     )
 
 
-def load_prid2011(root: str | Path, split_id: int = 0, seed: int = 0, min_frames: int = MIN_FRAMES) -> VideoDataset:
-    """Load split ``split_id`` of PRID2011."""
+def qualifying_persons(frames_of: list[dict[str, list[str]]], min_frames_exclusive: int) -> list[str]:
+    """Person folders numbered 1..200, present in both cameras with more than ``min_frames_exclusive`` frames."""
+    shared = set(frames_of[0]) & set(frames_of[1])
+    return sorted(
+        name
+        for name in shared
+        if 1 <= person_number(name) <= NUM_SHARED_PERSONS
+        and all(len(frames[name]) > min_frames_exclusive for frames in frames_of)
+    )
+
+
+def load_prid2011(
+    root: str | Path,
+    split_id: int = 0,
+    seed: int = 0,
+    min_frames_exclusive: int = MIN_FRAMES_EXCLUSIVE,
+    split_file: str | Path | None = None,
+) -> VideoDataset:
+    """Load split ``split_id`` of PRID2011 (from ``split_file`` when given, see the module docstring)."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist; expected layout: {PRID_LAYOUT}")
     base = resolve_multi_shot(root)
     cam_dirs = [base / "cam_a", base / "cam_b"]
     frames_of = [{p.name: sorted_frames(p) for p in cam.iterdir() if p.is_dir()} for cam in cam_dirs]
-    persons = sorted(
-        name
-        for name in set(frames_of[0]) & set(frames_of[1])
-        if len(frames_of[0][name]) >= min_frames and len(frames_of[1][name]) >= min_frames
-    )
+    persons = qualifying_persons(frames_of, min_frames_exclusive)
     log.info(
-        "PRID2011: %d persons in cam_a, %d in cam_b, %d in both with >= %d frames each",
-        len(frames_of[0]),
-        len(frames_of[1]),
-        len(persons),
-        min_frames,
-    )
+        "PRID2011: %d persons in cam_a, %d in cam_b; of persons 1-%d, %d have more than %d frames in both",
+        len(frames_of[0]), len(frames_of[1]), NUM_SHARED_PERSONS, len(persons), min_frames_exclusive,
+    )  # fmt: skip
     if len(persons) < 2:
         raise ValueError(f"PRID2011 under {base}: only {len(persons)} persons qualify, cannot split")
 
-    splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed)
+    candidates = [root / SPLIT_MAT, root.parent / SPLIT_MAT, root / SPLIT_MAT.name, base.parent / SPLIT_MAT.name]
+    for inner in ("i-LIDS-VID", "ilids-vid"):
+        candidates.append(root.parent / inner / SPLIT_MAT)
+    path = Path(split_file) if split_file else next((p for p in candidates if p.is_file()), None)
+    if path is not None:
+        if path.suffix.lower() == ".mat" and path.is_file():
+            width = loadmat(str(path))["ls_set"].shape[1]
+            if width != len(persons):
+                raise ValueError(
+                    f"{path} indexes {width} persons but {len(persons)} of persons 1-{NUM_SHARED_PERSONS} have "
+                    f"more than {min_frames_exclusive} frames in both cameras under {base}: "
+                    "not the data the file was made for"
+                )
+        splits = read_split_file(path, persons)
+        log.info("PRID2011 splits: %d read from %s", len(splits), path)
+    else:
+        splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed)
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id {split_id} out of range: PRID2011 has {len(splits)} splits")
     split = splits[split_id]

@@ -51,6 +51,53 @@ def dense_clip_indices(num_frames: int, clip_len: int) -> list[np.ndarray]:
     return clips
 
 
+def strided_clip_indices(num_frames: int, clip_len: int) -> list[np.ndarray]:
+    """Clips spread like training clips: clip k takes the k-th frame of every one of ``clip_len`` chunks.
+
+    The chunks are those of :func:`chunk_frame_indices` (``[floor(edges[j]), floor(edges[j+1]))``, at least
+    one frame each); there are as many clips as the longest chunk has frames, and a shorter chunk repeats
+    its last frame. Every frame appears in some clip, each clip is in temporal order.
+    """
+    if num_frames < 1 or clip_len < 1:
+        raise ValueError(f"need num_frames >= 1 and clip_len >= 1, got {num_frames}, {clip_len}")
+    edges = np.linspace(0.0, float(num_frames), clip_len + 1)
+    starts = np.minimum(np.floor(edges[:-1]).astype(np.int64), num_frames - 1)
+    ends = np.maximum(starts + 1, np.floor(edges[1:]).astype(np.int64))
+    ends[-1] = max(ends[-1], num_frames)
+    return [np.minimum(starts + k, ends - 1) for k in range(int((ends - starts).max()))]
+
+
+#: Test-time modes (see ``training.test_time``); the old names ``test`` and ``dense`` still work.
+TEST_MODES = ("centres", "strided", "consecutive", "all")
+TEST_MODE_ALIASES = {"test": "centres", "dense": "consecutive"}
+
+
+def canonical_test_mode(mode: str) -> str:
+    """The mode's name in :data:`TEST_MODES` (``test`` -> ``centres``, ``dense`` -> ``consecutive``)."""
+    mode = TEST_MODE_ALIASES.get(mode, mode)
+    if mode not in TEST_MODES:
+        names = ", ".join((*TEST_MODES, *TEST_MODE_ALIASES))
+        raise ValueError(f"test-time mode must be one of {names}, got {mode!r}")
+    return mode
+
+
+def test_clips(num_frames: int, clip_len: int, mode: str, max_frames: int | None = None) -> list[np.ndarray]:
+    """The clips (frame index arrays) a test-time mode feeds the head; their features are averaged.
+
+    ``all`` is one clip of every frame, or of ``max_frames`` chunk centres when the tracklet is longer.
+    """
+    mode = canonical_test_mode(mode)
+    if mode == "centres":
+        return [chunk_frame_indices(num_frames, clip_len)]
+    if mode == "strided":
+        return strided_clip_indices(num_frames, clip_len)
+    if mode == "consecutive":
+        return dense_clip_indices(num_frames, clip_len)
+    if max_frames is not None and num_frames > max_frames:
+        return [chunk_frame_indices(num_frames, max_frames)]
+    return [np.arange(num_frames, dtype=np.int64)]
+
+
 class PKSampler(torch.utils.data.Sampler[list[int]]):
     """Batch sampler of P identities x Z tracklets each, for the batch-hard triplet loss; shards over ranks.
 
@@ -147,3 +194,31 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
     def __len__(self) -> int:
         return self.num_batches // self.world_size
 
+
+
+class PositionKeyedBatches(torch.utils.data.Sampler[list[tuple[int, int, int]]]):
+    """Wraps a batch sampler so that every item is ``(index, batch number, position in the batch)``.
+
+    :class:`PKSampler` repeats tracklets of identities with fewer than Z of them; keyed by the dataset
+    index alone, a repeat would draw the very same frames and augmentation (on iLIDS-VID and PRID2011,
+    2 tracklets and Z=4, every group would be A, B, A, B with pixel-identical pairs). With the batch
+    number and position in the key, :class:`~training.data.video_dataset.TrackletDataset` seeds each item
+    by ``(seed, epoch, index, batch, position)``: repeats get fresh frames and augmentation, and a batch
+    stays a deterministic function of the seed and the epoch. Batch numbers are global (before sharding
+    over ranks), so two ranks never share a key.
+    """
+
+    def __init__(self, batch_sampler: PKSampler):
+        self.batch_sampler = batch_sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        sampler = self.batch_sampler
+        for local, batch in enumerate(sampler):
+            number = sampler.rank + local * sampler.world_size
+            yield [(int(index), number, position) for position, index in enumerate(batch)]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)

@@ -23,8 +23,10 @@ class TrackletDataset(torch.utils.data.Dataset):
 
     Modes:
         ``train``: one random frame per chunk (T chunks) and the sequence augmentation; the randomness is a
-            deterministic function of (seed, epoch, index), so a resumed run and any DataLoader worker layout
-            see the same frames.
+            deterministic function of (seed, epoch, item key), so a resumed run and any DataLoader worker
+            layout see the same frames. The key is the index, or ``(index, batch, position)`` from
+            :class:`~training.data.sampling.PositionKeyedBatches`, so that a tracklet repeated within a
+            batch draws fresh frames and augmentation.
         ``test``: the centre frame of each chunk, no augmentation.
         ``dense``: every frame, in consecutive clips of T (the last padded); ``frames`` is then
             (num_clips, T, 3, H, W) and num_clips varies, so batch with batch_size=1 or a custom collate.
@@ -67,7 +69,8 @@ class TrackletDataset(torch.utils.data.Dataset):
         unique = {int(i): load_frame(tracklet.frames[int(i)], self.height, self.width) for i in set(indices.tolist())}
         return np.stack([unique[int(i)] for i in indices])
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict:
+        index, *draw = (int(k) for k in key) if isinstance(key, (tuple, list)) else (int(key),)
         tracklet = self.tracklets[index]
         num_available = len(tracklet.frames)
         if self.mode == "dense":
@@ -77,7 +80,7 @@ class TrackletDataset(torch.utils.data.Dataset):
         elif self.mode == "test":
             tensor = to_tensor(self.load(tracklet, chunk_frame_indices(num_available, self.num_frames)))
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            rng = np.random.default_rng([self.seed, self.epoch, index, *draw])
             frames = self.load(tracklet, chunk_frame_indices(num_available, self.num_frames, rng))
             if self.augment is not None:
                 frames = self.augment(frames, rng)
