@@ -7,6 +7,7 @@
     python -m training export --checkpoint runs/synthetic-mg-rafa/final.pt --out models/synthetic.onnx
     python -m training complexity
     python -m training ablation --config training/configs/synthetic.yaml --heads baseline mg-rafa:4
+    python -m training attention --checkpoint runs/synthetic-mg-rafa/final.pt --tracklet DIR --out DIR
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node 4 -m training train --config ...``.
 """
@@ -44,6 +45,8 @@ def forwarded_main(command: str) -> Callable[[list[str]], int]:
         from training.complexity import main
     elif command == "synthetic-footage":
         from training.data.synthetic_footage import main
+    elif command == "attention":
+        from training.attention import main
     else:
         try:
             from training.data.synthetic import main
@@ -57,6 +60,7 @@ FORWARDED = {
     "complexity": "count the heads' multiply-accumulates (the paper's Table 2 column); see 'complexity --help'",
     "synthetic": "generate the synthetic benchmark in the MARS layout; see 'synthetic --help'",
     "synthetic-footage": "render fixed-camera footage with MOTChallenge ground truth; see 'synthetic-footage --help'",
+    "attention": "render a checkpoint's attention over a tracklet per granularity (Figure 3); see 'attention --help'",
 }
 
 
