@@ -26,7 +26,7 @@ def probe(path: str = "/healthz", port: int | None = None, timeout: float = TIME
     if keys and path != "/healthz":
         request.add_header("X-API-Key", keys[0])
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - fixed loopback URL
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # fixed loopback URL
             return response.status == 200, f"{url}: HTTP {response.status}"
     except urllib.error.HTTPError as error:
         return False, f"{url}: HTTP {error.code}"

@@ -74,8 +74,8 @@ def unresolved_libraries(ldd_output: str) -> list[str]:
 
 def cuda_linked_libraries() -> list[Path]:
     """The shared objects of onnxruntime's CUDA provider and of faiss that link against CUDA."""
-    import faiss  # noqa: PLC0415 - only in the gpu image
-    import onnxruntime  # noqa: PLC0415
+    import faiss  # only in the gpu image
+    import onnxruntime
 
     capi = Path(onnxruntime.__file__).parent / "capi"
     return [capi / "libonnxruntime_providers_cuda.so", Path(faiss.__file__).parent / "libfaiss.so"]
@@ -83,9 +83,9 @@ def cuda_linked_libraries() -> list[Path]:
 
 def gpu_problems() -> list[str]:
     """What would stop onnxruntime's CUDA provider or faiss-gpu from loading on a GPU host."""
-    import faiss  # noqa: PLC0415
-    import onnxruntime  # noqa: PLC0415
-    from onnxruntime.capi import build_and_package_info  # noqa: PLC0415
+    import faiss
+    import onnxruntime
+    from onnxruntime.capi import build_and_package_info
 
     problems = []
     cuda_version = getattr(build_and_package_info, "cuda_version", "")
@@ -115,12 +115,12 @@ def verify(variant: str) -> list[str]:
     for module in IMPORTS[variant]:
         try:
             importlib.import_module(module)
-        except Exception as error:  # noqa: BLE001 - any import failure is a broken image
+        except Exception as error:  # any import failure is a broken image
             problems.append(f"import {module} failed: {error}")
     if variant == "gpu" and not problems:
         problems += gpu_problems()
     if variant == "train" and not problems:
-        import torch  # noqa: PLC0415
+        import torch
 
         if torch.version.cuda is None:
             problems.append(f"torch {torch.__version__} is a CPU-only build; the training image needs CUDA")

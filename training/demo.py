@@ -93,7 +93,7 @@ class ServiceProcess:
         env = {**os.environ, "REID_MODEL_PATH": str(model_path), "REID_DATA_DIR": str(data_dir)}
         env.pop("REID_API_KEY", None)
         self.log_path = data_dir.parent / "service.log"
-        self.log_file = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        self.log_file = open(self.log_path, "w")  # closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
             env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
@@ -108,7 +108,7 @@ class ServiceProcess:
                 response = client.get(f"{self.url}/readyz")
                 if response.status_code == 200:
                     return response.json()
-            except Exception:  # noqa: BLE001 (not listening yet)
+            except Exception:  # not listening yet
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"the service was not ready within {timeout:.0f} s; see {self.log_path}")

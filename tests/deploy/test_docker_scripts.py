@@ -116,7 +116,7 @@ def test_service_check_rejects_this_environment_because_it_has_torch():
 class FakeService(http.server.BaseHTTPRequestHandler):
     """/healthz 200; /readyz 200 with the right X-API-Key, else 401; anything else 503."""
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):  # http.server's naming
         if self.path == "/healthz":
             status = 200
         elif self.path == "/readyz":
