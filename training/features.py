@@ -59,8 +59,6 @@ class EvaluationResult:
     metrics: RetrievalMetrics
     cmc: np.ndarray
     distances: np.ndarray
-    query_features: np.ndarray
-    gallery_features: np.ndarray
 
 
 def evaluate_model(
@@ -91,4 +89,4 @@ def evaluate_model(
         np.array([t.camid for t in dataset.gallery]),
         max_rank=max(RANKS),
     )
-    return EvaluationResult(metrics_from_cmc(cmc, mean_ap), np.asarray(cmc), distances, query, gallery)
+    return EvaluationResult(metrics_from_cmc(cmc, mean_ap), np.asarray(cmc), distances)

@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from training.checkpoint import load_checkpoint
 from training.cli import main
+from training.evaluation import RetrievalMetrics, format_metrics, metrics_from_cmc
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,9 +41,19 @@ def tiny_root(tmp_path_factory):
     return root
 
 
-def is_png(path: Path) -> bool:
+METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "rank20")
+#: matplotlib's first curve colour (RGB), the CMC curve of a one-curve plot.
+FIRST_CURVE_COLOUR = (31, 119, 180)
+
+
+def read_rgb(path: Path) -> np.ndarray:
     image = cv2.imread(str(path))
-    return image is not None and image.shape[0] > 50 and image.shape[1] > 50
+    assert image is not None, path
+    return image[:, :, ::-1].astype(int)
+
+
+def pixels_near(image: np.ndarray, colour: tuple[int, int, int], tolerance: int = 30) -> np.ndarray:
+    return (np.abs(image - np.asarray(colour)) <= tolerance).all(axis=2)
 
 
 def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, tmp_path, capsys):
@@ -52,6 +64,16 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, t
     assert (run / "final.pt").is_file() and (run / "last.pt").is_file()
     assert "MG-RAFA(N=4) on synthetic" in capsys.readouterr().out
 
+    # evaluate, in the run's test mode, gives exactly what the trainer measured at the end of training.
+    final = load_checkpoint(run / "final.pt")
+    code = main(["evaluate", "--checkpoint", str(run / "final.pt"), "--output", str(tmp_path / "again"),
+                 "--num-workers", "0"])
+    assert code == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert {key: again[key] for key in METRIC_KEYS} == pytest.approx(final.metrics.as_dict(), abs=1e-12)
+    assert again["cmc"] == pytest.approx(final.cmc, abs=1e-12) and again["mode"] == "test"
+    capsys.readouterr()
+
     evaluation = tmp_path / "evaluation"
     code = main(["evaluate", "--checkpoint", str(run / "final.pt"), "--mode", "dense", "--output", str(evaluation),
                  "--num-workers", "0"])
@@ -59,12 +81,23 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, t
     printed = capsys.readouterr().out
     assert "Official MARS protocol" in printed
     metrics = json.loads((evaluation / "metrics.json").read_text())
-    for key in ("mAP", "rank1", "rank5", "rank10", "rank20"):
-        assert 0.0 <= metrics[key] <= 1.0
     assert metrics["mode"] == "dense" and metrics["dataset"] == "synthetic" and metrics["epoch"] == 1
     assert metrics["num_query"] == 4 and len(metrics["cmc"]) == 20
-    assert np.all(np.diff(metrics["cmc"]) >= 0) and metrics["rank1"] == metrics["cmc"][0]
-    assert is_png(evaluation / "cmc.png") and is_png(evaluation / "ranked_lists.png")
+    assert np.all(np.diff(metrics["cmc"]) >= 0)
+    expected = metrics_from_cmc(np.array(metrics["cmc"]), metrics["mAP"]).as_dict()
+    assert {key: metrics[key] for key in METRIC_KEYS} == expected
+    assert format_metrics(RetrievalMetrics.from_dict(metrics)) in printed
+
+    # cmc.png: 600 x 400 (6 x 4 inches at 100 dpi), one curve.
+    cmc_image = read_rgb(evaluation / "cmc.png")
+    assert cmc_image.shape == (400, 600, 3) and pixels_near(cmc_image, FIRST_CURVE_COLOUR).sum() > 100
+    # ranked_lists.png: one row per query with a true match (all 4), its T=2 frames of 64x32 side by side
+    # (aspect 1), then its top 8 of the 20 valid gallery tracklets (aspect 0.5), 1.3 in per unit of aspect
+    # + 0.5 in wide and 2.3 in per row, at 100 dpi; each tile framed green (match) or red.
+    ranked = read_rgb(evaluation / "ranked_lists.png")
+    width = round(100 * (1.3 * (1.0 + 8 * 0.5) + 0.5))
+    assert abs(ranked.shape[0] - 920) <= 1 and abs(ranked.shape[1] - width) <= 1
+    assert pixels_near(ranked, (0, 170, 0), 40).sum() > 50 and pixels_near(ranked, (220, 0, 0), 40).sum() > 50
 
     code = main(["evaluate", "--checkpoint", str(run / "final.pt"), "--num-workers", "0", "--rerank",
                  "--rerank-k1", "4", "--rerank-k2", "2"])
@@ -72,7 +105,8 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, t
     assert "k-reciprocal re-ranked" in capsys.readouterr().out
     reranked = json.loads((run / "eval_test_rerank" / "metrics.json").read_text())
     assert reranked["rerank"] == {"k1": 4, "k2": 2, "lambda_value": 0.3, "shortlist_size": 30}
-    assert 0.0 <= reranked["mAP"] <= 1.0 and reranked["num_query"] == 4
+    assert reranked["num_query"] == 4 and reranked["rank1"] == reranked["cmc"][0]
+    assert reranked["rank5"] == reranked["cmc"][4] and reranked["rank20"] == reranked["cmc"][19]
 
 
 def test_ablation_writes_a_table_with_one_row_per_head(tiny_root, tmp_path, capsys):
@@ -84,8 +118,12 @@ def test_ablation_writes_a_table_with_one_row_per_head(tiny_root, tmp_path, caps
     assert "| Baseline |" in table and "| MG-RAFA(N=2) |" in table
     data = json.loads((out / "ablation.json").read_text())
     assert [row["label"] for row in data["rows"]] == ["Baseline", "MG-RAFA(N=2)"]
-    for row in data["rows"]:
-        assert 0.0 <= row["metrics"]["rank1"] <= 1.0 and row["wall_time_s"] > 0
+    for row, folder in zip(data["rows"], ("baseline", "mg-rafa-n2"), strict=True):
+        # Each row holds what its run measured, and the table shows it in %.
+        run_metrics = load_checkpoint(out / folder / "final.pt").metrics
+        assert row["metrics"] == pytest.approx(run_metrics.as_dict()) and row["wall_time_s"] > 0
+        cells = " | ".join(f"{100 * value:.1f}" for value in run_metrics.as_dict().values())
+        assert f"| {row['label']} | {cells} |" in table
     assert data["rows"][0]["head_parameters"] == 0 and data["rows"][1]["head_parameters"] > 0
     assert (out / "baseline" / "final.pt").is_file() and (out / "mg-rafa-n2" / "final.pt").is_file()
     # Restarting reuses finished heads instead of training them again.

@@ -145,11 +145,29 @@ def test_write_metrics_sorted_indented_numpy_safe(tmp_path):
     assert text.startswith('{\n  "cmc"') and text.index('"mAP"') < text.index('"rank1"')
 
 
-def test_plot_cmc_writes_a_png(tmp_path):
+def test_plot_cmc_draws_each_curve_where_its_values_are(tmp_path):
     path = tmp_path / "cmc.png"
-    plot_cmc({"baseline": np.linspace(0.4, 0.9, 20), "MG-RAFA": np.linspace(0.5, 1.0, 20)}, path)
-    image = cv2.imread(str(path))
-    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+    plot_cmc({"rising": np.linspace(0.1, 0.9, 20), "flat": np.full(20, 0.5)}, path)
+    image = cv2.imread(str(path))[:, :, ::-1].astype(int)
+    assert image.shape == (400, 600, 3)  # 6 x 4 inches at 100 dpi
+
+    def rows_by_column(colour):
+        """Per image column, the mean row of the curve's pixels (the legend's sample line left out)."""
+        hit = (np.abs(image - np.asarray(colour)) <= 30).all(axis=2)
+        hit[int(0.6 * image.shape[0]):, int(0.55 * image.shape[1]):] = False  # legend: lower right
+        return {column: rows.mean() for column in range(image.shape[1]) if len(rows := np.nonzero(hit[:, column])[0])}
+
+    rising = rows_by_column((31, 119, 180))  # matplotlib's first and second default colours
+    flat = rows_by_column((255, 127, 14))
+    assert len(rising) > 200 and len(flat) > 200
+    columns = sorted(set(rising) & set(flat))
+    left, middle, right = columns[5], columns[len(columns) // 2], columns[-5]
+    # Image rows grow downwards: the rising curve starts below the flat one (10% < 50%), ends above it
+    # (90% > 50%), and crosses it half way, where both are at 50%.
+    assert rising[left] > flat[left] + 50 and rising[right] < flat[right] - 50
+    assert abs(rising[middle] - flat[middle]) < 15
+    # The flat curve is level.
+    assert max(flat[c] for c in columns) - min(flat[c] for c in columns) < 4
 
 
 def test_plot_ranked_lists_frames_matches_green_and_mismatches_red(tmp_path):

@@ -10,7 +10,8 @@ import torch
 from training.checkpoint import load_checkpoint
 from training.config import OptimSection, TrainConfig, load_config
 from training.data.synthetic import generate_synthetic
-from training.features import extract_features
+from training.evaluation import metrics_from_cmc
+from training.features import evaluate_model, extract_features
 from training.loaders import load_config_dataset
 from training.optimization import learning_rate_factor
 from training.trainer import Trainer, train
@@ -66,7 +67,7 @@ def test_training_writes_its_files_and_the_loss_falls(uninterrupted):
     # Evaluation every 2 epochs and at the end; metrics are fractions.
     assert "eval" not in records[0] and "eval" in records[1] and "eval" in records[2]
     assert result.metrics.as_dict() == records[-1]["eval"]
-    assert 0.0 <= result.metrics.mAP <= 1.0 and len(result.cmc) == 20
+    assert len(result.cmc) == 20 and result.metrics == metrics_from_cmc(np.array(result.cmc), result.metrics.mAP)
     # lr: warm-up epoch at 0.1 x lr, then lr, then divided by 10 at the milestone.
     assert [r["lr"] for r in records] == pytest.approx([3.5e-5, 3.5e-4, 3.5e-5])
 
@@ -83,6 +84,11 @@ def test_checkpoint_holds_what_export_and_resume_need(uninterrupted):
     assert last.resumable and last.scheduler and last.scaler is not None and last.criterion
     for key, value in final.model.items():
         assert torch.equal(value, last.model[key]), key
+    # The network rebuilt from final.pt scores exactly what training measured with it.
+    config = final.train_config()
+    rescored = evaluate_model(final.build_model(), load_config_dataset(config), config, progress=False)
+    assert rescored.metrics.as_dict() == pytest.approx(final.metrics.as_dict(), abs=1e-12)
+    assert rescored.cmc.tolist() == pytest.approx(final.cmc, abs=1e-12)
 
 
 def test_resume_after_an_interruption_ends_with_the_same_weights(uninterrupted, tiny_root, tmp_path):
