@@ -10,6 +10,8 @@ import pytest
 from training.checkpoint import load_checkpoint
 from training.cli import main
 from training.evaluation import RetrievalMetrics, format_metrics, metrics_from_cmc
+from training.features import evaluate_model
+from training.loaders import load_config_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -119,11 +121,13 @@ def test_ablation_writes_a_table_with_one_row_per_head(tiny_root, tmp_path, caps
     data = json.loads((out / "ablation.json").read_text())
     assert [row["label"] for row in data["rows"]] == ["Baseline", "MG-RAFA(N=2)"]
     for row, folder in zip(data["rows"], ("baseline", "mg-rafa-n2"), strict=True):
-        # Each row holds what its run measured, and the table shows it in %.
-        run_metrics = load_checkpoint(out / folder / "final.pt").metrics
-        assert row["metrics"] == pytest.approx(run_metrics.as_dict()) and row["wall_time_s"] > 0
-        cells = " | ".join(f"{100 * value:.1f}" for value in run_metrics.as_dict().values())
-        assert f"| {row['label']} | {cells} |" in table
+        # Each row holds what its final network scores (rescored here), and the table shows it in %.
+        final = load_checkpoint(out / folder / "final.pt")
+        config = final.train_config()
+        rescored = evaluate_model(final.build_model(), load_config_dataset(config), config, progress=False).metrics
+        assert row["metrics"] == pytest.approx(rescored.as_dict(), abs=1e-12) and row["wall_time_s"] > 0
+        cells = " | ".join(f"{100 * value:.1f}" for value in rescored.as_dict().values())
+        assert f"| {row['label']} | {row['seed']} | {cells} |" in table
     assert data["rows"][0]["head_parameters"] == 0 and data["rows"][1]["head_parameters"] > 0
     assert (out / "baseline" / "final.pt").is_file() and (out / "mg-rafa-n2" / "final.pt").is_file()
     # Restarting reuses finished heads instead of training them again.
