@@ -25,10 +25,10 @@ from pathlib import Path
 
 #: Distributions each variant must have, and must not have.
 REQUIRED = {
-    "cpu": ["fastapi", "uvicorn", "pydantic-settings", "python-multipart", "opencv-python-headless",
-            "onnxruntime", "faiss-cpu"],
-    "gpu": ["fastapi", "uvicorn", "pydantic-settings", "python-multipart", "opencv-python-headless",
-            "onnxruntime-gpu", "faiss-gpu", "nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12",
+    "cpu": ["fastapi", "uvicorn", "pydantic-settings", "python-multipart", "prometheus-client",
+            "opencv-python-headless", "onnxruntime", "faiss-cpu"],
+    "gpu": ["fastapi", "uvicorn", "pydantic-settings", "python-multipart", "prometheus-client",
+            "opencv-python-headless", "onnxruntime-gpu", "faiss-gpu", "nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12",
             "nvidia-cudnn-cu12", "nvidia-cufft-cu12", "nvidia-curand-cu12"],
     "train": ["torch", "torchvision", "onnx", "onnxruntime", "opencv-python-headless"],
 }
@@ -38,8 +38,8 @@ FORBIDDEN = {
     "train": ["onnxruntime-gpu"],
 }
 IMPORTS = {
-    "cpu": ["cv2", "faiss", "fastapi", "numpy", "onnxruntime", "pydantic_settings", "uvicorn"],
-    "gpu": ["cv2", "faiss", "fastapi", "numpy", "onnxruntime", "pydantic_settings", "uvicorn"],
+    "cpu": ["cv2", "faiss", "fastapi", "numpy", "onnxruntime", "prometheus_client", "pydantic_settings", "uvicorn"],
+    "gpu": ["cv2", "faiss", "fastapi", "numpy", "onnxruntime", "prometheus_client", "pydantic_settings", "uvicorn"],
     "train": ["cv2", "onnx", "onnxruntime", "pydantic", "torch", "torchvision"],
 }
 #: The CUDA major version onnxruntime-gpu must be built for: the one faiss-gpu's wheels are built for.

@@ -156,8 +156,7 @@ class RequestContextMiddleware:
             route = route_label(scope)
             # A request cancelled before any answer has no status; "cancelled" keeps it apart from real 5xx.
             status_label = "cancelled" if cancelled and not response_started else str(status)
-            self.metrics.requests.inc(method=scope["method"], route=route, status=status_label)
-            self.metrics.request_seconds.observe(elapsed, method=scope["method"], route=route, status=status_label)
+            self.metrics.observe_request(scope["method"], route, status_label, elapsed)
             line = (f"{scope['method']} {loggable(scope['path'], 200)} {status_label} {elapsed * 1000:.1f}ms "
                     f"id={request_id}")
             if cancelled and not response_started:

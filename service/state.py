@@ -12,7 +12,7 @@ from service.config import Settings
 from service.decoding import DecodeLimits, TrackletDecoder
 from service.embedder import OnnxEmbedder
 from service.gallery import Gallery, open_gallery
-from service.metrics import Gauge, ServiceMetrics
+from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,11 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         with contextlib.suppress(Exception):
             gallery.close()
         raise
-    metrics.add_gauge(Gauge("reid_gallery_size", "Tracklets enrolled in the gallery.", gallery.count))
-    metrics.add_gauge(
-        Gauge("reid_embed_queue_depth", "Tracklets waiting for the embedder.", lambda: batcher.queue_depth)
-    )
-    metrics.add_gauge(
-        Gauge(
-            "reid_model_info", "The loaded model and where it runs (value is always 1).", lambda: 1,
-            {"model_version": card.model_version, "device": embedder.device, "index_device": gallery.index_device},
-        )
+    metrics.add_gauge("reid_gallery_size", "Tracklets enrolled in the gallery.", gallery.count)
+    metrics.add_gauge("reid_embed_queue_depth", "Tracklets waiting for the embedder.", lambda: batcher.queue_depth)
+    metrics.add_info(
+        "reid_model_info", "The loaded model and where it runs (value is always 1).",
+        {"model_version": card.model_version, "device": embedder.device, "index_device": gallery.index_device},
     )
     log.info(
         "ready: model %s on %s (providers %s), gallery of %d on %s",

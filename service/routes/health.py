@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import APIKeyDep, StateDep
+from service.metrics import CONTENT_TYPE
 from service.schemas import ERROR_RESPONSES, HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
@@ -43,5 +43,7 @@ async def readyz(state: StateDep) -> ReadyOut:
                      "content": {"text/plain": {"schema": {"type": "string"}}}}, **ERROR_RESPONSES},
     summary="Prometheus metrics: requests and latencies by route and status, stage times, batch sizes, gallery size",
 )
-async def metrics(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+async def metrics(request: Request) -> Response:
+    # In a worker thread: the gauges read the gallery, which may wait for a write's fsync.
+    body = await run_in_threadpool(request.app.state.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE)

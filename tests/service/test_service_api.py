@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from service_media import (
     encode_image,
     encode_video,
@@ -309,18 +310,64 @@ def test_an_internal_failure_is_a_500_without_traceback(client, state, monkeypat
     assert "secret internal detail" not in error["message"]
 
 
+def scrape(client) -> dict[str, dict[tuple, float]]:
+    """/metrics parsed: sample name -> {sorted label items: value}."""
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def request_count(samples, method: str, route: str, status: str) -> float:
+    return samples["reid_http_requests_total"].get(
+        (("method", method), ("route", route), ("status", status)), 0.0)
+
+
 def test_metrics(client, enrolled):
-    text = client.get("/metrics").text
-    created = re.search(r'reid_http_requests_total\{method="POST",route="/tracklets",status="201"\} (\d+)', text)
-    assert created and int(created.group(1)) >= 4
-    assert re.search(r'reid_http_requests_total\{method="POST",route="/tracklets",status="422"\} \d+', text)
-    assert re.search(r"reid_embed_batch_size_count \d+", text)
-    assert re.search(r'reid_stage_duration_seconds_count\{stage="decode"\} \d+', text)
-    assert re.search(
-        r'reid_http_request_duration_seconds_bucket\{method="GET",route="/healthz",status="200",le="\+Inf"\}', text
-    )
-    size = re.search(r"^reid_gallery_size (\d+)$", text, re.MULTILINE)
-    assert size and int(size.group(1)) == gallery_total(client)
+    before = scrape(client)
+    assert client.post("/tracklets", files=frame_files(31, 2), data={"tracklet_id": "metered"}).status_code == 201
+    assert_error(client.post("/tracklets", files=frame_files(31, 2), data={"metadata": "[]"}), 422)
+    assert client.get("/healthz").status_code == 200
+    after = scrape(client)
+    # Exactly the requests made in between, under their route templates and statuses.
+    assert request_count(after, "POST", "/tracklets", "201") - request_count(before, "POST", "/tracklets", "201") == 1
+    assert request_count(after, "POST", "/tracklets", "422") - request_count(before, "POST", "/tracklets", "422") == 1
+    assert request_count(after, "GET", "/metrics", "200") - request_count(before, "GET", "/metrics", "200") == 1
+    healthz = (("le", "+Inf"), ("method", "GET"), ("route", "/healthz"), ("status", "200"))
+    assert after["reid_http_request_duration_seconds_bucket"][healthz] == request_count(after, "GET", "/healthz", "200")
+    # One enroll: one decode and one store stage, one more embedded tracklet (in some batch).
+    for stage in ("decode", "embed", "store"):
+        key = (("stage", stage),)
+        assert after["reid_stage_duration_seconds_count"][key] - before["reid_stage_duration_seconds_count"][key] == 1
+    assert after["reid_embed_batch_size_sum"][()] - before["reid_embed_batch_size_sum"][()] == 1
+    assert after["reid_gallery_size"][()] == gallery_total(client)
+    assert after["reid_embed_queue_depth"][()] == 0
+    (info,) = after["reid_model_info"]
+    assert dict(info) == {"model_version": client.app.state.service.embedder.card.model_version, "device": "cpu",
+                          "index_device": "cpu"}
+    assert client.delete("/tracklets/metered").status_code == 204
+
+
+def test_made_up_methods_do_not_add_metric_series(client):
+    """Methods are a label: any the service does not know is counted as "other", so a client cannot grow
+    /metrics by sending new ones."""
+    client.request("FROB", "/healthz")
+    before = scrape(client)
+    for method in ("BREW", "PROPFIND", "X" * 60, "SEARCH", "M-SEARCH"):
+        assert_error(client.request(method, "/healthz"), 405, "method_not_allowed")
+    after = scrape(client)
+    assert set(after["reid_http_requests_total"]) == set(before["reid_http_requests_total"])
+    methods = {dict(labels)["method"] for labels in after["reid_http_requests_total"]}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"} and "other" in methods
+
+    def count_other(samples) -> float:
+        return sum(value for labels, value in samples["reid_http_requests_total"].items()
+                   if dict(labels)["method"] == "other")
+
+    assert count_other(after) - count_other(before) == 5
 
 
 def test_openapi_describes_every_field(client):
