@@ -123,7 +123,9 @@ class CardEmbedding(_Section):
 
 
 class CardArchitecture(_Section):
-    """The network (training.model.ModelConfig plus its label), to tell models apart; the service ignores it."""
+    """The network (training.architecture.ModelConfig plus its label), to tell models apart; the service
+    ignores it. A field added to ModelConfig must be added here too (with a default, so older cards stay
+    valid): export refuses a config this section does not describe."""
 
     backbone: str
     head: str
@@ -131,6 +133,10 @@ class CardArchitecture(_Section):
     granularities: PositiveInt
     splits: PositiveInt
     reduction: PositiveInt
+    #: Reference nodes of the relations (Table 3 of the paper): temporal, frame or all.
+    reference: str = "temporal"
+    #: T of the `all` reference (its psi sees T*H*W relations); null for the other references.
+    reference_frames: PositiveInt | None = None
     height: PositiveInt
     width: PositiveInt
 

@@ -37,7 +37,7 @@ from models import (
     card_path_for,
     model_version_of,
 )
-from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES
+from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES, ModelConfig
 from training.checkpoint import load_checkpoint
 from training.model import VideoReIDModel, build_model
 
@@ -113,6 +113,15 @@ def check_parity(
     return worst
 
 
+def card_architecture(config: ModelConfig) -> CardArchitecture:
+    """The card's `model` section; a ModelConfig field the contract does not know is a clear error."""
+    unknown = sorted(set(config.to_dict()) - set(CardArchitecture.model_fields))
+    if unknown:
+        raise ValueError(f"ModelConfig fields {unknown} are not in the model card's `model` section: add them to "
+                         "models.contract.CardArchitecture (with defaults) and to models/README.md")
+    return CardArchitecture(**config.to_dict(), label=config.label)
+
+
 def export_model(
     model: VideoReIDModel,
     out_path: str | Path,
@@ -176,7 +185,7 @@ def export_model(
         precision="fp32",
         embedding=CardEmbedding(dim=model.embedding_dim, normalized=normalize),
         attention_outputs=attention_names,
-        model=CardArchitecture(**config.to_dict(), label=config.label),
+        model=card_architecture(config),
         training=CardTraining(**training_info) if training_info is not None else None,
         export=CardExport(
             opset=OPSET,

@@ -26,7 +26,7 @@ CARD = {
     "embedding": {"name": "embedding", "dim": 512, "normalized": True, "metric": "l2"},
     "attention_outputs": ["attention_1", "attention_2"],
     "model": {"backbone": "resnet18", "head": "mg-rafa", "label": "MG-RAFA(N=2)", "granularities": 2,
-              "splits": 1, "reduction": 6, "height": 64, "width": 32},
+              "splits": 1, "reduction": 6, "reference": "all", "reference_frames": 4, "height": 64, "width": 32},
     "training": {"dataset": "synthetic", "checkpoint": "runs/x/final.pt", "epoch": 3,
                  "metrics": {"mAP": 0.5, "rank1": 0.75}},
     "export": {"opset": 18, "torch": "2.14.1", "parity_max_rel_error": 3e-7, "created_at": "2026-12-01T06:00:00+00:00"},

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models import IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, ModelCard, model_version_of
-from training.export import ExportWrapper, export_model, main
+from training.export import ExportWrapper, card_architecture, export_model, main
 from training.model import build_model
 
 
@@ -110,3 +110,15 @@ def test_cli_random_init_with_normalised_embedding(tmp_path):
 def test_cli_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_a_model_config_field_the_card_does_not_know_is_a_clear_error():
+    class FutureConfig:
+        label = "MG-RAFA(N=4)"
+
+        def to_dict(self):
+            return {"backbone": "resnet18", "head": "mg-rafa", "granularities": 4, "splits": 1, "reduction": 6,
+                    "height": 64, "width": 32, "dilation": 2}
+
+    with pytest.raises(ValueError, match=r"\['dilation'\] are not in the model card.*CardArchitecture"):
+        card_architecture(FutureConfig())
