@@ -59,9 +59,12 @@ class SceneGeometry:
             for _ in range(3):  # least squares with residual trimming (merged blobs are tall outliers)
                 if keep.sum() < 10:
                     break
-                centre = float(y[keep].mean())
-                slope, offset = np.polyfit(y[keep] - centre, h[keep], 1)
-                intercept = offset - slope * centre
+                dy = y[keep] - y[keep].mean()
+                if float(dy @ dy) < 1.0:  # every kept sample at one depth
+                    slope, intercept = 0.0, float(np.median(h[keep]))
+                else:
+                    slope = float(dy @ (h[keep] - h[keep].mean()) / (dy @ dy))
+                    intercept = float(h[keep].mean() - slope * y[keep].mean())
                 residual = h - (slope * y + intercept)
                 mad = np.median(np.abs(residual[keep])) + 1e-6
                 keep = np.abs(residual) < 2.5 * mad

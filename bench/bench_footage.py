@@ -1,0 +1,193 @@
+"""Footage pipeline benchmark: tracking quality, cross-camera retrieval and speed on synthetic footage.
+
+Renders two-camera footage with ground truth (training.data.synthetic_footage, 768x576 by default), runs
+the footage pipeline (service.footage.pipeline.run_footage) with each detector, and reports:
+
+- MOTA, IDF1, ID switches, precision and recall of every camera (py-motmetrics, IoU 0.5);
+- with ``--model``: cross-camera retrieval from footage, camera B's tracklets searched against a gallery
+  of camera A's (rank-1 and mAP; each tracklet's identity is the ground-truth person most of its boxes
+  overlap at IoU 0.5; tracklets matching nobody stay in the gallery as distractors and are not queries);
+- speed: milliseconds per frame of each stage (read, detect, track, cut/crop) and embedding, frames per
+  second end to end with embedding included.
+
+    PYTHONPATH=. .venv/bin/python -m bench.bench_footage --model models/demo.onnx     # writes bench/footage.md
+    PYTHONPATH=. .venv/bin/python -m bench.bench_footage --seconds 8 --out /tmp/footage.md   (quick)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from bench.machine import load_average, machine_description
+from service.footage.detection import iou_matrix
+from service.footage.pipeline import FootageSettings, format_mot, run_footage
+from training.data.synthetic_footage import PRESETS, generate_footage
+from training.mot import mot_scores, parse_mot, read_mot
+
+log = logging.getLogger("bench_footage")
+
+
+def identity_of(boxes: list[tuple], gt: np.ndarray) -> int:
+    """The ground-truth id most of the tracklet's boxes overlap at IoU >= 0.5 (0 if none)."""
+    votes: dict[int, int] = {}
+    for frame, x, y, w, h, _score in boxes:
+        rows = gt[gt[:, 0] == frame + 1]
+        if not len(rows):
+            continue
+        iou = iou_matrix(np.asarray([[x, y, x + w, y + h]]), np.c_[rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]])[0]
+        if iou.max() >= 0.5:
+            identity = int(rows[int(np.argmax(iou)), 1])
+            votes[identity] = votes.get(identity, 0) + 1
+    return max(votes, key=votes.get) if votes else 0
+
+
+def retrieval(queries: np.ndarray, query_ids: list[int], gallery: np.ndarray, gallery_ids: list[int]) -> dict:
+    """Rank-1 and mAP (Euclidean distance, as the gallery search) of queries with a known identity."""
+    ranks, precisions = [], []
+    gallery_ids_arr = np.asarray(gallery_ids)
+    for embedding, identity in zip(queries, query_ids, strict=True):
+        if identity <= 0 or not (gallery_ids_arr == identity).any():
+            continue
+        order = np.argsort(((gallery - embedding) ** 2).sum(axis=1), kind="stable")
+        hits = gallery_ids_arr[order] == identity
+        ranks.append(bool(hits[0]))
+        positions = np.flatnonzero(hits) + 1
+        precisions.append(float(np.mean(np.arange(1, len(positions) + 1) / positions)))
+    return {"queries": len(ranks), "rank1": float(np.mean(ranks)) if ranks else 0.0,
+            "mAP": float(np.mean(precisions)) if precisions else 0.0}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> str:
+    spec = replace(PRESETS["default"], seconds=args.seconds, seed=args.seed)
+    data = Path(args.data)
+    if not (data / "footage_meta.json").is_file():
+        log.info("rendering %.0f s of footage per camera into %s", spec.seconds, data)
+        generate_footage(data, spec)
+    cameras = ["cam_a", "cam_b"]
+    embedder = None
+    card_h, card_w = 256, 128
+    if args.model:
+        from service.embedder import OnnxEmbedder
+
+        embedder = OnnxEmbedder(Path(args.model), device="cpu")
+        card_h, card_w = embedder.card.height, embedder.card.width
+    rows, retrieval_rows, speed_rows = [], [], []
+    for detector in args.detectors:
+        embedded: dict[str, tuple[np.ndarray, list[int]]] = {}
+        for camera in cameras:
+            video = next((data / camera).glob("video.*"))
+            gt = read_mot(data / camera / "gt" / "gt.txt")
+            tracklets = []
+            settings = FootageSettings(detector=detector)
+            summary = run_footage(video, card_height=card_h, card_width=card_w, on_tracklet=tracklets.append,
+                                  settings=settings, camera_id=camera)  # fmt: skip
+            scores = mot_scores(gt, parse_mot(format_mot(summary.tracks)), summary.frames_processed)
+            rows.append((detector, camera, scores, len(summary.tracks), summary.tracklets))
+            embed_s = 0.0
+            if embedder is not None and tracklets:
+                clips = np.stack([t.clip(embedder.card.num_frames) for t in tracklets])
+                started = time.perf_counter()
+                vectors = np.concatenate([embedder.embed(clips[i : i + 8]) for i in range(0, len(clips), 8)])
+                embed_s = time.perf_counter() - started
+                embedded[camera] = (vectors, [identity_of(t.boxes, gt) for t in tracklets])
+            frames = summary.frames_processed
+            seconds = summary.seconds
+            speed_rows.append((detector, camera, frames, seconds, embed_s, len(tracklets)))
+            log.info(
+                "%s %s: MOTA %.3f IDF1 %.3f, %d tracks, %d tracklets, %.1f fps", detector, camera, scores["mota"],
+                scores["idf1"], len(summary.tracks), summary.tracklets, frames / seconds["total"],
+            )  # fmt: skip
+        if embedder is not None and len(embedded) == 2:
+            (gallery, gallery_ids), (queries, query_ids) = embedded["cam_a"], embedded["cam_b"]
+            retrieval_rows.append((detector, retrieval(queries, query_ids, gallery, gallery_ids), len(gallery)))
+    return report(args, spec, rows, retrieval_rows, speed_rows, embedder)
+
+
+def report(args, spec, rows, retrieval_rows, speed_rows, embedder) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Footage pipeline: tracking quality, cross-camera retrieval, speed",
+        "",
+        f"Measured {now} on {machine_description()} (load average {load_average()} at the end; the machine",
+        f"is shared, so speed figures are pessimistic). OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.",
+        "",
+        f"Footage: `training.data.synthetic_footage`, {spec.width}x{spec.height}, {spec.fps:g} fps, "
+        f"{spec.seconds:g} s per camera, {spec.num_identities} people walking through both cameras (groups, crossings, "
+        f"stops, shadows, a pole, lighting drift), seed {spec.seed}. Command:",
+        "",
+        "    " + args.command,
+        "",
+        "## Tracking (MOTChallenge metrics, IoU 0.5, every ground-truth box counts)",
+        "",
+        "| detector | camera | MOTA | IDF1 | ID switches | precision | recall | FP | misses | GT boxes | tracks "
+        "| tracklets |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for detector, camera, s, tracks, tracklets in rows:
+        lines.append(
+            f"| {detector} | {camera} | {s['mota']:.3f} | {s['idf1']:.3f} | {s['id_switches']:.0f} "
+            f"| {s['precision']:.3f} | {s['recall']:.3f} | {s['false_positives']:.0f} | {s['misses']:.0f} "
+            f"| {s['gt_boxes']:.0f} | {tracks} | {tracklets} |"
+        )
+    lines += [
+        "",
+        "## Cross-camera retrieval from footage",
+        "",
+        "Camera B's tracklets against a gallery of camera A's.",
+        "",
+    ]
+    if retrieval_rows:
+        card = embedder.card
+        lines += [
+            f"Model `{args.model}` ({card.name}, {card.height}x{card.width}, T={card.num_frames}, dim {card.dim}).",
+            "",
+            "| detector | queries | gallery tracklets | rank-1 | mAP |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for detector, r, gallery_size in retrieval_rows:
+            lines.append(f"| {detector} | {r['queries']} | {gallery_size} | {r['rank1']:.3f} | {r['mAP']:.3f} |")
+    else:
+        lines.append("Not measured: no `--model` given.")
+    lines += [
+        "",
+        "## Speed (milliseconds per frame; end to end includes embedding every tracklet)",
+        "",
+        "| detector | camera | frames | read | detect | track | cut+crop | embed | end to end | fps end to end |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for detector, camera, frames, s, embed_s, _count in speed_rows:
+        per = {k: 1000 * v / max(frames, 1) for k, v in s.items()}
+        total = (s["total"] + embed_s) / max(frames, 1)
+        lines.append(
+            f"| {detector} | {camera} | {frames} | {per['read']:.1f} | {per['detect']:.1f} | {per['track']:.1f} "
+            f"| {per['cut']:.1f} | {1000 * embed_s / max(frames, 1):.1f} | {1000 * total:.1f} | {1 / total:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="data/footage-bench", help="footage folder (rendered if missing)")
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--detectors", nargs="+", default=["background", "background-knn"])
+    parser.add_argument("--model", help="exported reID model (.onnx with its card) for the retrieval figures")
+    parser.add_argument("--out", default="bench/footage.md")
+    args = parser.parse_args(argv)
+    args.command = "PYTHONPATH=. .venv/bin/python -m bench.bench_footage " + " ".join(argv or os.sys.argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    text = run(args)
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
