@@ -22,7 +22,7 @@ Jaccard distance in [0, 1] with that normalised distance).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,13 +136,13 @@ def rerank_distances(query: np.ndarray, gallery: np.ndarray, parameters: RerankP
     return (1.0 - parameters.lambda_value) * jaccard + parameters.lambda_value * distances[0, 1:]
 
 
-def build_shortlist(query_nearest: Sequence[int], neighbours_of: Callable[[int], Sequence[int]]) -> list[int]:
+def build_shortlist(query_nearest: Sequence[Hashable], neighbours_of: Callable[[Hashable], Sequence[Hashable]]
+                    ) -> list:
     """The query's nearest ids, in rank order, then each one's gallery neighbours in theirs, without repeats."""
-    shortlist = list(dict.fromkeys(int(identifier) for identifier in query_nearest))
+    shortlist = list(dict.fromkeys(query_nearest))
     seen = set(shortlist)
     for identifier in list(shortlist):
         for neighbour in neighbours_of(identifier):
-            neighbour = int(neighbour)
             if neighbour not in seen:
                 seen.add(neighbour)
                 shortlist.append(neighbour)
@@ -188,7 +188,8 @@ def rerank_query(
     gallery = np.asarray(gallery, dtype=np.float32)
     distances = squared_distances_to(query, gallery)
     nearest = ranked_by_distance(distances, np.arange(len(gallery)))[: parameters.shortlist_size]
-    shortlist = np.asarray(build_shortlist(nearest, lambda row: neighbour_lists[row][: parameters.k1]), np.int64)
+    shortlist = build_shortlist(nearest.tolist(), lambda row: neighbour_lists[row][: parameters.k1].tolist())
+    shortlist = np.asarray(shortlist, dtype=np.int64)
     return shortlist, rerank_distances(query, gallery[shortlist], parameters)
 
 

@@ -1,0 +1,153 @@
+"""Re-ranking online (Searcher over the gallery, neighbour lists cached) equals the offline path; group_by;
+concurrent queries batched."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from models.rerank import RerankParameters, gallery_neighbour_lists, ranked_by_distance, rerank_query
+from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
+from service.search.batching import SearchBatcher
+from service.search.searcher import ObservedGallery, Searcher
+
+DIM = 16
+VERSION = "v-rerank-00000001"
+PARAMETERS = RerankParameters(k1=6, k2=3, lambda_value=0.3, shortlist_size=8)
+
+
+def clustered(count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(30, DIM)).astype(np.float32)
+    return (centres[rng.integers(0, 30, count)] + 0.5 * rng.normal(size=(count, DIM))).astype(np.float32)
+
+
+def offline_top(query: np.ndarray, gallery: np.ndarray, ids: list[str], top_k: int) -> list[str]:
+    """What `python -m training evaluate --rerank` ranks first for this query over this gallery."""
+    shortlist, reranked = rerank_query(query, gallery, gallery_neighbour_lists(gallery, PARAMETERS.k1), PARAMETERS)
+    return [ids[shortlist[i]] for i in ranked_by_distance(reranked, np.arange(len(shortlist)))[:top_k]]
+
+
+@pytest.fixture
+def searcher(tmp_path):
+    gallery = ObservedGallery(SqliteGallery(tmp_path / "g", DIM, VERSION))
+    searcher = Searcher(gallery, PARAMETERS, neighbour_capacity=500)
+    gallery.neighbours = searcher.neighbours
+    yield searcher
+    gallery.close()
+
+
+def enroll(gallery, vectors: np.ndarray, start: int, bulk: bool) -> list[str]:
+    ids = [f"t{start + i}" for i in range(len(vectors))]
+    records = [TrackletRecord(id=identifier, person_id=f"p{(start + i) % 12}" if (start + i) % 5 else None,
+                              camera_id=f"c{(start + i) % 3}") for i, identifier in enumerate(ids)]
+    if bulk:
+        gallery.add_many(records, vectors)
+    else:
+        for record, vector in zip(records, vectors, strict=True):
+            gallery.add(record, vector)
+    return ids
+
+
+def test_online_rerank_equals_offline_and_stays_equal_as_the_gallery_changes(searcher):
+    gallery = searcher.gallery
+    vectors = clustered(220, seed=1)
+    ids = enroll(gallery, vectors[:150], 0, bulk=True) + enroll(gallery, vectors[150:200], 150, bulk=False)
+    current = dict(zip(ids, vectors[:200], strict=True))
+    queries = clustered(6, seed=2)
+
+    def check() -> None:
+        order = list(current)
+        matrix = np.stack([current[identifier] for identifier in order])
+        for query in queries:
+            online = [hit.record.id for hit in searcher.search(query, 10, rerank=True)]
+            assert online == offline_top(query, matrix, order, 10)
+
+    check()
+    assert len(searcher.neighbours) > 0 and searcher.neighbours.misses > 0
+    # Re-ranking really re-orders: the answer is not the plain nearest-first list.
+    plain = [[hit.record.id for hit in searcher.search(query, 10)] for query in queries]
+    assert plain != [[hit.record.id for hit in searcher.search(query, 10, rerank=True)] for query in queries]
+    misses = searcher.neighbours.misses
+    check()
+    assert searcher.neighbours.misses == misses  # warm: every list came from the cache
+
+    # Enroll near the queries and delete some of their neighbours: the cached lists that changed are dropped.
+    near = (queries[:3] + 0.01).astype(np.float32)
+    current.update(zip(enroll(gallery, near, 500, bulk=False), near, strict=True))
+    current.update(zip(enroll(gallery, vectors[200:], 200, bulk=True), vectors[200:], strict=True))
+    for hit in searcher.search(queries[3], 4, rerank=True)[:2]:
+        assert gallery.delete(hit.record.id)
+        del current[hit.record.id]
+    check()
+
+
+def test_rerank_with_a_filter_answers_only_passing_tracklets(searcher):
+    gallery = searcher.gallery
+    vectors = clustered(120, seed=3)
+    enroll(gallery, vectors, 0, bulk=True)
+    only = TrackletFilter(cameras=["c1"])
+    hits = searcher.search(vectors[4], 10, only, rerank=True)
+    assert len(hits) == 10 and {hit.record.camera_id for hit in hits} == {"c1"}
+    assert all(hit.rerank_distance is not None for hit in hits)
+    assert [hit.rerank_distance for hit in hits] == sorted(hit.rerank_distance for hit in hits)
+
+
+def test_group_by_person_gives_the_best_tracklet_of_each_person_and_their_counts(searcher):
+    gallery = searcher.gallery
+    vectors = clustered(150, seed=4)
+    enroll(gallery, vectors, 0, bulk=True)
+    query = vectors[7]
+    tracklet_filter = TrackletFilter(exclude_cameras=["c0"])
+    grouped = searcher.search(query, 5, tracklet_filter, group_by_person=True)
+    # Reference: the full ranking of passing tracklets, first tracklet of each group, counts of passing ones.
+    (everything,) = gallery.search(query[None], 1000, tracklet_filter)
+    expected, counts = [], {}
+    for match in everything:
+        person = match.record.person_id
+        key = person if person is not None else "#" + match.record.id
+        counts[key] = counts.get(key, 0) + 1
+        if key not in [k for k, _ in expected]:
+            expected.append((key, match.record.id))
+    assert [hit.record.id for hit in grouped] == [identifier for _, identifier in expected[:5]]
+    for hit, (key, _) in zip(grouped, expected, strict=False):
+        assert hit.person_matches == counts[key]
+    assert len({hit.record.person_id for hit in grouped if hit.record.person_id}) == sum(
+        1 for hit in grouped if hit.record.person_id)
+    reranked = searcher.search(query, 5, tracklet_filter, group_by_person=True, rerank=True)
+    assert len(reranked) == 5 and len({hit.record.person_id or hit.record.id for hit in reranked}) == 5
+
+
+def test_concurrent_queries_share_index_calls(tmp_path):
+    store = SqliteGallery(tmp_path / "g", DIM, VERSION)
+    vectors = clustered(400, seed=5)
+    enroll(store, vectors, 0, bulk=True)
+    sizes: list[int] = []
+    release = threading.Event()
+
+    def slow_search(queries, top_k, tracklet_filter):
+        release.wait(5)  # the first call holds the worker while the others queue up
+        return store.search(queries, top_k, tracklet_filter)
+
+    batcher = SearchBatcher(slow_search, on_batch=sizes.append)
+    batcher.start()
+    results: dict[int, list[str]] = {}
+
+    def ask(number: int) -> None:
+        results[number] = [match.record.id for match in batcher.search(vectors[number], 5, None)]
+
+    threads = [threading.Thread(target=ask, args=(number,)) for number in range(9)]
+    for thread in threads:
+        thread.start()
+    while batcher._queue.qsize() < 8 and all(thread.is_alive() for thread in threads):
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    batcher.stop()
+    store.close()
+    assert sum(sizes) == 9 and max(sizes) >= 8  # nine queries in two index calls
+    for number in range(9):
+        assert results[number][0] == f"t{number}"
