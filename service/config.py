@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     index_hnsw_ef_search: int = Field(
         128, ge=1, description="HNSW candidate list size per query (more: higher recall, slower)."
     )
+    rerank_k1: int = Field(20, ge=1, le=100, description="rerank=true: k of the k-reciprocal neighbourhoods (k1).")
+    rerank_k2: int = Field(6, ge=1, le=100, description="rerank=true: neighbours of the local query expansion (k2).")
+    rerank_lambda: float = Field(
+        0.3, ge=0, le=1, description="rerank=true: weight of the original distance beside the Jaccard distance."
+    )
+    rerank_shortlist: int = Field(
+        30, ge=1, le=1000,
+        description="rerank=true: the query's nearest tracklets whose own neighbours join the re-ranked shortlist.",
+    )
+    rerank_cache_size: int = Field(
+        20_000, ge=100,
+        description="Neighbour lists cached for re-ranking (each with its embedding: about 4 x dim bytes per list).",
+    )
     search_threads: int = Field(
         1, ge=0,
         description="OpenMP threads of one FAISS search call (0: every core). One avoids OpenMP spin-waiting "

@@ -57,6 +57,10 @@ class ServiceMetrics:
             "reid_embed_batch_duration_seconds", "Seconds per onnxruntime call.", buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.search_batch_size = Histogram(
+            "reid_search_batch_size", "Queries per index search call (concurrent queries share one).",
+            buckets=BATCH_SIZE_BUCKETS, registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
         labels = (method_label(method), route, status)
@@ -69,6 +73,9 @@ class ServiceMetrics:
     def observe_batch(self, size: int, seconds: float) -> None:
         self.embed_batch_size.observe(size)
         self.embed_batch_seconds.observe(seconds)
+
+    def observe_search_batch(self, size: int) -> None:
+        self.search_batch_size.observe(size)
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A gauge whose value is ``read()`` at every scrape."""

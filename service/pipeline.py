@@ -150,6 +150,13 @@ async def enroll(
 
 
 # -- query ---------------------------------------------------------------------------------------------------
+def excluding_camera(tracklet_filter: TrackletFilter | None, camera_id: str) -> TrackletFilter:
+    """``tracklet_filter`` that also leaves out ``camera_id`` (exclude_same_camera)."""
+    base = tracklet_filter or TrackletFilter()
+    excluded = list(dict.fromkeys([*(base.exclude_cameras or []), camera_id]))
+    return base.model_copy(update={"exclude_cameras": excluded})
+
+
 async def query(
     state: ServiceState,
     timer: StageTimer,
@@ -159,8 +166,15 @@ async def query(
     top_k: int,
     exclude_same_camera: bool,
     camera_id: str | None,
+    tracklet_filter: TrackletFilter | None = None,
+    group_by_person: bool = False,
+    rerank: bool = False,
 ) -> QueryOut:
-    """Ranks the gallery for the query: media (embedded, not stored) or an enrolled tracklet's embedding."""
+    """Ranks the gallery for the query: media (embedded, not stored) or an enrolled tracklet's embedding.
+
+    Only tracklets passing ``tracklet_filter`` (and, with ``exclude_same_camera``, not of the query's camera)
+    are ranked; ``group_by_person`` answers one tracklet per person; ``rerank`` re-ranks k-reciprocally.
+    """
     if media is not None and tracklet_id is not None:
         raise InvalidRequestError("Send either media (video, frames or archive) or tracklet_id as the query, not both.")
     if media is None and tracklet_id is None:
@@ -178,17 +192,24 @@ async def query(
         embedding = embedded.embedding
     if exclude_same_camera and camera_id is None:
         raise InvalidRequestError("exclude_same_camera needs the query's camera: send camera_id.")
-    tracklet_filter = TrackletFilter(exclude_cameras=[camera_id]) if exclude_same_camera else None
+    if exclude_same_camera:
+        tracklet_filter = excluding_camera(tracklet_filter, camera_id)
     with timer.stage("search"):
-        (hits,) = await run_in_threadpool(state.gallery.search, embedding, top_k, tracklet_filter)
+        hits = await run_in_threadpool(
+            state.searcher.search, embedding, top_k, tracklet_filter, group_by_person, rerank
+        )
         gallery_size = await run_in_threadpool(state.gallery.count)
     return QueryOut(
         matches=[
             Match(rank=rank, id=hit.record.id, person_id=hit.record.person_id, camera_id=hit.record.camera_id,
-                  distance=hit.distance, metadata=hit.record.metadata)
+                  distance=hit.distance, metadata=hit.record.metadata, start_time=hit.record.start_time,
+                  end_time=hit.record.end_time, rerank_distance=hit.rerank_distance,
+                  person_matches=hit.person_matches)
             for rank, hit in enumerate(hits, start=1)
         ],
         top_k=top_k,
+        group_by="person" if group_by_person else None,
+        reranked=rerank,
         query_tracklet_id=tracklet_id,
         query_camera_id=camera_id,
         frames_decoded=embedded.frames_decoded if embedded else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -30,13 +31,30 @@ class Match(BaseModel):
     camera_id: str | None = Field(None, description="Its camera label, if any.")
     distance: float = Field(description="Squared l2 distance between the embeddings; smaller is more alike.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Its enrollment metadata.")
+    start_time: datetime | None = Field(None, description="When the tracklet starts, if known (ISO 8601).")
+    end_time: datetime | None = Field(None, description="When the tracklet ends, if known (ISO 8601).")
+    rerank_distance: float | None = Field(
+        None,
+        description="rerank=true: the k-reciprocal re-ranked distance the order follows (in [0, 1]; null for a "
+        "tracklet beyond the re-ranked shortlist, which follows it in plain distance order).",
+    )
+    person_matches: int | None = Field(
+        None,
+        description="group_by=person: how many of this person's tracklets pass the filters (1 for a tracklet "
+        "without person_id, which stands for itself).",
+    )
 
 
 class QueryOut(BaseModel):
     """Ranked gallery matches for one query tracklet."""
 
-    matches: list[Match] = Field(description="Nearest gallery tracklets, by ascending distance.")
-    top_k: int = Field(description="How many matches were asked for.")
+    matches: list[Match] = Field(
+        description="Nearest gallery tracklets passing the filters, by ascending distance (by rerank_distance "
+        "with rerank=true); with group_by=person, the best-ranked tracklet of each person."
+    )
+    top_k: int = Field(description="How many matches (persons, with group_by=person) were asked for.")
+    group_by: str | None = Field(None, description="'person' when one match per person was asked for.")
+    reranked: bool = Field(False, description="Whether the order is k-reciprocal re-ranked.")
     query_tracklet_id: str | None = Field(None, description="The enrolled tracklet used as query, if one was.")
     query_camera_id: str | None = Field(None, description="The query's camera, used by exclude_same_camera.")
     frames_decoded: int | None = Field(None, description="Frames the query upload held (null for tracklet_id).")

@@ -7,12 +7,15 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from models.rerank import RerankParameters
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.decoding import DecodeLimits, TrackletDecoder
 from service.embedder import OnnxEmbedder
 from service.gallery import Gallery, open_gallery
 from service.metrics import ServiceMetrics
+from service.search.batching import SearchBatcher
+from service.search.searcher import ObservedGallery, Searcher
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +30,13 @@ class ServiceState:
     gallery: Gallery
     decoder: TrackletDecoder
     metrics: ServiceMetrics
+    searcher: Searcher
 
     def close(self) -> None:
         """Stops the embedder after its queued work, then flushes and closes the gallery."""
         self.batcher.stop()
+        if self.searcher.batcher is not None:
+            self.searcher.batcher.stop()
         size = self.gallery.count()
         self.gallery.close()
         log.info("shut down: embedder stopped, gallery of %d flushed and closed", size)
@@ -46,7 +52,8 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
     metrics = metrics or ServiceMetrics()
     embedder = OnnxEmbedder(settings.model_path, settings.device, settings.intra_op_threads)
     card = embedder.card
-    gallery = open_gallery(settings, card.dim, card.model_version)
+    # Observed: every write keeps the re-ranking neighbour cache up to date, whichever route made it.
+    gallery = ObservedGallery(open_gallery(settings, card.dim, card.model_version))
     try:
         decoder = TrackletDecoder(
             card.height,
@@ -62,6 +69,15 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
             on_batch=metrics.observe_batch,
         )
         batcher.start()
+        searcher = Searcher(
+            gallery,
+            RerankParameters(settings.rerank_k1, settings.rerank_k2, settings.rerank_lambda, settings.rerank_shortlist),
+            settings.rerank_cache_size,
+            # Late-bound: the batcher calls whatever search the gallery has at the time.
+            SearchBatcher(lambda *query: gallery.search(*query), on_batch=metrics.observe_search_batch),
+        )
+        gallery.neighbours = searcher.neighbours
+        searcher.batcher.start()
     except BaseException:
         with contextlib.suppress(Exception):
             gallery.close()
@@ -76,4 +92,4 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         "ready: model %s on %s (providers %s), gallery of %d on %s",
         card.model_version, embedder.device, ",".join(embedder.providers), gallery.count(), gallery.index_device,
     )
-    return ServiceState(settings, embedder, batcher, gallery, decoder, metrics)
+    return ServiceState(settings, embedder, batcher, gallery, decoder, metrics, searcher)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Response
 
@@ -19,6 +19,15 @@ from service.routes.fields import (
     VideoField,
     check_label,
 )
+from service.routes.filters import (
+    AfterForm,
+    BeforeForm,
+    CamerasForm,
+    ExcludeCamerasForm,
+    MetadataFilterForm,
+    PersonForm,
+    build_filter,
+)
 from service.schemas import ERROR_RESPONSES, UPLOAD_ERROR_RESPONSES, ErrorOut, QueryOut
 
 router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RESPONSES)
@@ -32,8 +41,11 @@ router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RES
     summary="Rank the gallery for a query tracklet",
     description="The query is either media (video, frames or archive: decoded and embedded like an enroll, "
     "not stored) or the tracklet_id of an enrolled tracklet (its stored embedding; it ranks itself first "
-    "unless excluded). Matches come by ascending squared l2 distance. The Server-Timing header gives the time "
-    "spent decoding, embedding and searching.",
+    "unless excluded). Matches come by ascending squared l2 distance. Filters (cameras, exclude_cameras, "
+    "after/before, person_id, metadata_filter, exclude_same_camera; all must hold) are applied inside the index "
+    "search: top_k is exactly the full ranking restricted to the tracklets that pass. group_by=person gives one "
+    "match per person; rerank=true re-ranks k-reciprocally. A malformed filter is 422 naming the field. The "
+    "Server-Timing header gives the time spent decoding, embedding and searching.",
 )
 @admission_controlled
 async def query_gallery(
@@ -51,11 +63,32 @@ async def query_gallery(
         str | None,
         Form(max_length=LABEL_MAX_LENGTH, description="The query's camera (defaults to the enrolled tracklet's)."),
     ] = None,
+    cameras: CamerasForm = None,
+    exclude_cameras: ExcludeCamerasForm = None,
+    after: AfterForm = None,
+    before: BeforeForm = None,
+    person_id: PersonForm = None,
+    metadata_filter: MetadataFilterForm = None,
+    group_by: Annotated[
+        Literal["person"] | None,
+        Form(description="person: one match per person_id (its best-ranked tracklet, with person_matches, the "
+             "number of its tracklets passing the filters), top_k persons; a tracklet without person_id stands "
+             "for itself."),
+    ] = None,
+    rerank: Annotated[
+        bool,
+        Form(description="Re-rank with k-reciprocal encoding (Zhong et al., CVPR 2017; REID_RERANK_*) on the "
+             "query's nearest tracklets and their own neighbours, as `python -m training evaluate --rerank`."),
+    ] = False,
 ) -> QueryOut:
     timer = StageTimer(state.metrics)
     check_label("camera_id", camera_id)
+    tracklet_filter = build_filter(cameras=cameras, exclude_cameras=exclude_cameras, after=after, before=before,
+                                   person_id=person_id, metadata_filter=metadata_filter)
     media = await read_upload(video, frames, archive)
     result = await pipeline.query(state, timer, media=media, tracklet_id=tracklet_id, top_k=top_k,
-                                  exclude_same_camera=exclude_same_camera, camera_id=camera_id)
+                                  exclude_same_camera=exclude_same_camera, camera_id=camera_id,
+                                  tracklet_filter=tracklet_filter, group_by_person=group_by == "person",
+                                  rerank=rerank)
     response.headers["Server-Timing"] = timer.server_timing()
     return result

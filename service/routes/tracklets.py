@@ -29,6 +29,15 @@ from service.routes.fields import (
     parse_metadata,
     parse_time_window,
 )
+from service.routes.filters import (
+    AfterQuery,
+    BeforeQuery,
+    CamerasQuery,
+    ExcludeCamerasQuery,
+    MetadataFilterQuery,
+    PersonQuery,
+    build_filter,
+)
 from service.schemas import (
     ERROR_RESPONSES,
     STORAGE_FULL_RESPONSES,
@@ -107,18 +116,34 @@ async def enroll_tracklet(
     response_model=TrackletPage,
     operation_id="list_tracklets",
     summary="List enrolled tracklets",
-    description="Pages through the gallery in enrollment order, optionally only one person's or one camera's.",
+    description="Pages through the gallery in enrollment order, optionally only the tracklets passing the same "
+    "filters as POST /query (cameras, exclude_cameras, after/before, person_id, metadata_filter; all must hold). "
+    "A malformed filter is 422 naming the field.",
 )
 async def list_tracklets(
     gallery: GalleryDep,
-    person_id: Annotated[str | None, Query(description="Only tracklets of this person_id.")] = None,
-    camera_id: Annotated[str | None, Query(description="Only tracklets of this camera_id.")] = None,
+    person_id: PersonQuery = None,
+    camera_id: Annotated[str | None, Query(description="Only tracklets of this camera_id (one camera).")] = None,
+    cameras: CamerasQuery = None,
+    exclude_cameras: ExcludeCamerasQuery = None,
+    after: AfterQuery = None,
+    before: BeforeQuery = None,
+    metadata_filter: MetadataFilterQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size (1-1000).")] = 100,
     offset: Annotated[
         int, Query(ge=0, le=SQLITE_MAX_INTEGER, description="How many matching tracklets to skip.")
     ] = 0,
 ) -> TrackletPage:
-    tracklet_filter = TrackletFilter(person_id=person_id, cameras=None if camera_id is None else [camera_id])
+    tracklet_filter = build_filter(cameras=cameras, exclude_cameras=exclude_cameras, after=after, before=before,
+                                   person_id=person_id, metadata_filter=metadata_filter)
+    if camera_id is not None:
+        check_label("camera_id", camera_id)
+        if tracklet_filter is not None and tracklet_filter.cameras is not None:
+            # Both given: the tracklet's camera must be camera_id and among cameras.
+            kept = [camera_id] if camera_id in tracklet_filter.cameras else []
+            tracklet_filter = tracklet_filter.model_copy(update={"cameras": kept})
+        else:
+            tracklet_filter = (tracklet_filter or TrackletFilter()).model_copy(update={"cameras": [camera_id]})
     records, total = await run_in_threadpool(gallery.list, tracklet_filter, offset, limit)
     return TrackletPage(items=records, total=total, limit=limit, offset=offset)
 

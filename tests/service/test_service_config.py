@@ -45,7 +45,8 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_MAX_DECODED_PIXELS": "5000", "REID_HEADER_TIMEOUT_S": "2.5", "REID_MAX_CONNECTIONS": "7",
         "REID_INDEX": "hnsw", "REID_INDEX_AUTO_FLAT_BELOW": "500", "REID_INDEX_IVF_STORAGE": "fp16",
         "REID_INDEX_MIN_TRAIN_SIZE": "2000", "REID_INDEX_NPROBE": "9", "REID_INDEX_HNSW_EF_SEARCH": "33",
-        "REID_SEARCH_THREADS": "2",
+        "REID_SEARCH_THREADS": "2", "REID_RERANK_K1": "10", "REID_RERANK_K2": "3", "REID_RERANK_LAMBDA": "0.5",
+        "REID_RERANK_SHORTLIST": "12", "REID_RERANK_CACHE_SIZE": "300",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -66,6 +67,8 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert (settings.index, settings.index_auto_flat_below, settings.index_ivf_storage) == ("hnsw", 500, "fp16")
     assert (settings.index_min_train_size, settings.index_nprobe, settings.index_hnsw_ef_search) == (2000, 9, 33)
     assert settings.search_threads == 2
+    assert (settings.rerank_k1, settings.rerank_k2, settings.rerank_lambda) == (10, 3, 0.5)
+    assert (settings.rerank_shortlist, settings.rerank_cache_size) == (12, 300)
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 
