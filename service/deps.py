@@ -8,7 +8,6 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth import KeyChecker, credentials_from_headers
-from service.config import Settings
 from service.errors import InvalidRequestError, NotReadyError, UnauthorizedError
 from service.gallery import Gallery
 from service.state import ServiceState
@@ -19,10 +18,6 @@ bearer_scheme = HTTPBearer(
 api_key_header_scheme = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An accepted API key (alternative to the bearer token)."
 )
-
-
-def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def get_state(request: Request) -> ServiceState:
@@ -63,7 +58,6 @@ def require_api_key(
         raise UnauthorizedError(refusal)
 
 
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StateDep = Annotated[ServiceState, Depends(get_state)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]
 APIKeyDep = Depends(require_api_key)

@@ -96,13 +96,6 @@ class StorageUnavailableError(ServiceError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
-class RequestTimeoutError(ServiceError):
-    """The request body did not arrive within the configured deadline."""
-
-    status_code = 408
-    code = "request_timeout"
-
-
 class NotReadyError(ServiceError):
     """The model or gallery is not loaded yet."""
 

@@ -9,14 +9,11 @@ from pydantic import BaseModel, Field
 
 from service.gallery.base import TrackletRecord
 
-#: An enrolled tracklet: the gallery's one record type is also the API's.
-TrackletOut = TrackletRecord
-
 
 class TrackletPage(BaseModel):
     """One page of enrolled tracklets, in enrollment order."""
 
-    items: list[TrackletOut] = Field(description="The tracklets of this page.")
+    items: list[TrackletRecord] = Field(description="The tracklets of this page.")
     total: int = Field(description="How many tracklets match the filters in all.")
     limit: int = Field(description="Page size asked for.")
     offset: int = Field(description="Index of this page's first tracklet among all matches.")

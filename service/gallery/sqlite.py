@@ -359,19 +359,6 @@ class RecordStore:
                 found.update(rows)
         return found
 
-    def passing_row_ids(self, row_ids: list[int], tracklet_filter: TrackletFilter) -> set[int]:
-        """Which of ``row_ids`` pass the filter."""
-        where, parameters = filter_sql(tracklet_filter)
-        passing: set[int] = set()
-        with self.reading() as db:
-            for start in range(0, len(row_ids), _FETCH_CHUNK):
-                chunk = row_ids[start : start + _FETCH_CHUNK]
-                clause = f"row_id IN ({','.join('?' * len(chunk))})"
-                clause = f"{where} AND {clause}" if where else f"WHERE {clause}"
-                passing.update(row for (row,) in db.execute(f"SELECT row_id FROM tracklets {clause}",
-                                                            [*parameters, *chunk]))
-        return passing
-
     # -- writes (call inside `transaction`) ----------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self, action: str) -> Iterator[RecordStore]:

@@ -28,7 +28,11 @@ def test_defaults():
     assert settings.device == "auto"
     assert settings.api_key is None and settings.api_keys == ()
     assert settings.max_upload_bytes == 64 * 1024 * 1024
-    assert settings.max_batch >= 1 and settings.queue_size >= 1 and settings.docs_enabled
+    assert (settings.max_batch, settings.max_wait_ms, settings.queue_size) == (8, 5.0, 64)
+    assert (settings.max_frames, settings.max_frame_dimension, settings.max_archive_entries) == (2000, 4096, 2000)
+    assert settings.max_archive_bytes == 128 * 1024 * 1024 and settings.max_metadata_bytes == 16 * 1024
+    assert (settings.body_timeout_s, settings.max_concurrent_uploads, settings.shutdown_timeout_s) == (60.0, 32, 30.0)
+    assert settings.docs_enabled is True and settings.docs_public is False and settings.gallery_backend == "sqlite"
 
 
 def test_environment_variables_with_the_reid_prefix(monkeypatch):

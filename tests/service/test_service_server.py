@@ -115,6 +115,7 @@ def test_gallery_lifecycle_over_http_with_restart(tiny_model, tmp_path):
 def test_every_acknowledged_enroll_survives_kill_9(tiny_model, tmp_path):
     data_dir, log_path = tmp_path / "gallery", tmp_path / "server.log"
     acknowledged: list[int] = []
+    attempted: list[int] = []
     stop = threading.Event()
     seeds = iter(range(1000, 2000))
     seed_lock = threading.Lock()
@@ -124,6 +125,7 @@ def test_every_acknowledged_enroll_survives_kill_9(tiny_model, tmp_path):
             while not stop.is_set():
                 with seed_lock:
                     seed = next(seeds)
+                    attempted.append(seed)
                 try:
                     response = client.post("/tracklets", files=frames_upload(seed, 4),
                                            data={"tracklet_id": f"s{seed}", "camera_id": "c1"})
@@ -148,7 +150,10 @@ def test_every_acknowledged_enroll_survives_kill_9(tiny_model, tmp_path):
 
     with live_server(tiny_model, data_dir, log_path) as server, server.client() as client:
         enrolled = {item["id"] for item in client.get("/tracklets", params={"limit": 1000}).json()["items"]}
-        assert {f"s{seed}" for seed in acknowledged} <= enrolled
+        # Every acknowledged enroll is there; beyond them only enrolls that were in flight at the kill (at
+        # most one per worker) may have committed.
+        assert {f"s{seed}" for seed in acknowledged} <= enrolled <= {f"s{seed}" for seed in attempted}
+        assert len(enrolled) - len(acknowledged) <= len(workers)
         for seed in acknowledged:
             matches = client.post("/query", files=frames_upload(seed, 4), data={"top_k": "1"}).json()["matches"]
             assert matches[0]["id"] == f"s{seed}" and matches[0]["distance"] < 1e-3
