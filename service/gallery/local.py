@@ -55,6 +55,9 @@ class SqliteGallery:
     """Persistent gallery of tracklet records and embeddings with exact squared-l2 search (the `Gallery`
     interface).
 
+    Over 250 lines because it is the one place that holds the lock over the record store and the index and
+    orders every write and search between them; the parts themselves live in `RecordStore` and `VectorIndex`.
+
     Args:
         data_dir: directory of the SQLite database and index snapshot (created if missing).
         dim: embedding dimension of the loaded model.

@@ -3,7 +3,8 @@
 It owns the durability of a write: WAL mode with ``synchronous=FULL`` (a commit is fsynced before it
 returns), one all-or-nothing write path (`RecordStore.transaction`) that also bumps the ``generation``
 counter, disk failures turned into StorageFullError / StorageUnavailableError, the directory lock (one
-process per gallery directory) and the model_version guard. It knows nothing of FAISS; rows are keyed by
+process per gallery directory) and the model_version guard; the tables, their migration and the SQL of a
+filter are in `service.gallery.sqlite_schema`. It knows nothing of FAISS; rows are keyed by
 an integer ``row_id`` that the vector index uses as its id. The whole contract is written down in
 `service.gallery.local`, which composes this store with the index.
 """
@@ -11,17 +12,23 @@ an integer ``row_id`` that the vector index uses as its id. The whole contract i
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from service.errors import ConflictError, StartupError, StorageFullError, StorageUnavailableError
-from service.gallery.base import TrackletFilter, TrackletRecord, from_epoch_seconds, to_epoch_seconds
+from service.gallery.base import TrackletFilter, TrackletRecord
+from service.gallery.sqlite_schema import (
+    RECORD_COLUMNS,
+    SCHEMA,
+    filter_sql,
+    migrate,
+    record_from_row,
+    record_values,
+)
 
 try:
     import fcntl
@@ -32,72 +39,8 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "gallery.sqlite3"
 LOCK_NAME = "gallery.lock"
-#: 1: the first release. 2: start_time, end_time (epoch seconds), job_id, frame_start, frame_end, has_thumbnail.
-SCHEMA_VERSION = 2
 _SQLITE_FULL = 13
 _FETCH_CHUNK = 512
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS gallery_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tracklets (
-    row_id INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    person_id TEXT,
-    camera_id TEXT,
-    metadata TEXT NOT NULL,
-    frames_decoded INTEGER NOT NULL,
-    frames_used INTEGER NOT NULL,
-    model_version TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    start_time REAL,
-    end_time REAL,
-    job_id TEXT,
-    frame_start INTEGER,
-    frame_end INTEGER,
-    has_thumbnail INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS tracklets_person ON tracklets(person_id);
-CREATE INDEX IF NOT EXISTS tracklets_camera ON tracklets(camera_id);
-INSERT OR IGNORE INTO gallery_meta(key, value) VALUES ('generation', '0');
-"""
-#: Columns added after schema version 1 (new databases get them from CREATE TABLE, a version-1 database
-#: from ALTER TABLE at its first open by this release).
-_COLUMNS_SINCE_V1 = (
-    ("start_time", "REAL"),
-    ("end_time", "REAL"),
-    ("job_id", "TEXT"),
-    ("frame_start", "INTEGER"),
-    ("frame_end", "INTEGER"),
-    ("has_thumbnail", "INTEGER NOT NULL DEFAULT 0"),
-)
-_RECORD_COLUMNS = (
-    "id, person_id, camera_id, metadata, frames_decoded, frames_used, model_version, created_at, "
-    "start_time, end_time, job_id, frame_start, frame_end, has_thumbnail"
-)
-
-
-def _record_values(record: TrackletRecord) -> tuple:
-    """The values of `_RECORD_COLUMNS` for ``record``, in order."""
-    return (
-        record.id, record.person_id, record.camera_id, json.dumps(record.metadata), record.frames_decoded,
-        record.frames_used, record.model_version, record.created_at, to_epoch_seconds(record.start_time),
-        to_epoch_seconds(record.end_time), record.job_id, record.frame_start, record.frame_end,
-        int(record.has_thumbnail),
-    )
-
-
-def _record_from_row(row: sqlite3.Row | tuple) -> TrackletRecord:
-    (identifier, person_id, camera_id, metadata, decoded, used, version, created, start, end, job_id, frame_start,
-     frame_end, has_thumbnail) = row
-    # model_construct: the row was validated when it was stored; reading a page must not re-validate it.
-    return TrackletRecord.model_construct(
-        id=identifier, person_id=person_id, camera_id=camera_id, metadata=json.loads(metadata),
-        frames_decoded=decoded, frames_used=used, model_version=version, created_at=created,
-        start_time=from_epoch_seconds(start), end_time=from_epoch_seconds(end), job_id=job_id,
-        frame_start=frame_start, frame_end=frame_end, has_thumbnail=bool(has_thumbnail),
-    )
-
 
 def storage_error(error: sqlite3.Error, action: str) -> StorageFullError | StorageUnavailableError:
     """The client-facing error for an SQLite failure caused by the disk (full, read-only, I/O)."""
@@ -117,44 +60,6 @@ def storage_error(error: sqlite3.Error, action: str) -> StorageFullError | Stora
 def _is_storage_failure(error: sqlite3.Error) -> bool:
     # Integrity and programming errors are the caller's or the code's, not the disk's.
     return not isinstance(error, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))
-
-
-def filter_sql(tracklet_filter: TrackletFilter | None) -> tuple[str, list[Any]]:
-    """A WHERE clause (with the word, or empty) and its parameters selecting the records that pass."""
-    if tracklet_filter is None:
-        return "", []
-    conditions: list[str] = []
-    parameters: list[Any] = []
-    if tracklet_filter.cameras is not None:
-        conditions.append(f"camera_id IN ({','.join('?' * len(tracklet_filter.cameras))})"
-                          if tracklet_filter.cameras else "0")
-        parameters.extend(tracklet_filter.cameras)
-    if tracklet_filter.exclude_cameras:
-        placeholders = ",".join("?" * len(tracklet_filter.exclude_cameras))
-        conditions.append(f"(camera_id IS NULL OR camera_id NOT IN ({placeholders}))")
-        parameters.extend(tracklet_filter.exclude_cameras)
-    if tracklet_filter.person_id is not None:
-        conditions.append("person_id = ?")
-        parameters.append(tracklet_filter.person_id)
-    # A record with one of the two times is the instant it gives; with neither, NULL makes it fail the window.
-    if tracklet_filter.after is not None:
-        conditions.append("COALESCE(end_time, start_time) >= ?")
-        parameters.append(tracklet_filter.after)
-    if tracklet_filter.before is not None:
-        conditions.append("COALESCE(start_time, end_time) <= ?")
-        parameters.append(tracklet_filter.before)
-    for key, expected in (tracklet_filter.metadata or {}).items():
-        path = f'$."{key}"'  # keys are validated by TrackletFilter: no quotes or backslashes
-        if expected is None or isinstance(expected, bool):
-            conditions.append("json_type(metadata, ?) = ?")
-            parameters.extend([path, "null" if expected is None else ("true" if expected else "false")])
-        elif isinstance(expected, str):
-            conditions.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
-            parameters.extend([path, path, expected])
-        else:
-            conditions.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
-            parameters.extend([path, path, expected])
-    return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), parameters
 
 
 class RecordStore:
@@ -180,8 +85,8 @@ class RecordStore:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._migrate()
+            self._db.executescript(SCHEMA)
+            migrate(self._db, self.data_dir)
             self._check_model_version()
         except StartupError:
             self.close()
@@ -208,33 +113,6 @@ class RecordStore:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
-
-    def _migrate(self) -> None:
-        """Brings a database of an older schema to `SCHEMA_VERSION` in one transaction (new ones included)."""
-        row = self._db.execute("SELECT value FROM gallery_meta WHERE key = 'schema_version'").fetchone()
-        columns = {name for (_, name, *_rest) in self._db.execute("PRAGMA table_info(tracklets)")}
-        # Every database since version 1 records its version; a fresh one has just been created as the current.
-        version = int(row[0]) if row else SCHEMA_VERSION
-        if version > SCHEMA_VERSION:
-            raise StartupError(
-                f"gallery {self.data_dir} has schema version {version}, newer than this service's {SCHEMA_VERSION}; "
-                "serve it with a newer release"
-            )
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for name, declaration in _COLUMNS_SINCE_V1:
-                if name not in columns:
-                    self._db.execute(f"ALTER TABLE tracklets ADD COLUMN {name} {declaration}")
-            self._db.execute("CREATE INDEX IF NOT EXISTS tracklets_job ON tracklets(job_id)")
-            self._db.execute("INSERT OR REPLACE INTO gallery_meta(key, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
-            self._db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise
-        if version < SCHEMA_VERSION:
-            log.info("gallery %s migrated from schema version %d to %d", self.data_dir, version, SCHEMA_VERSION)
 
     def _check_model_version(self) -> None:
         counts = dict(self._db.execute("SELECT model_version, COUNT(*) FROM tracklets GROUP BY model_version"))
@@ -280,8 +158,8 @@ class RecordStore:
 
     def get(self, tracklet_id: str) -> TrackletRecord | None:
         with self.reading() as db:
-            row = db.execute(f"SELECT {_RECORD_COLUMNS} FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
-        return _record_from_row(row) if row else None
+            row = db.execute(f"SELECT {RECORD_COLUMNS} FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
+        return record_from_row(row) if row else None
 
     def get_embedding(self, tracklet_id: str) -> np.ndarray | None:
         with self.reading() as db:
@@ -299,10 +177,10 @@ class RecordStore:
         where, parameters = filter_sql(tracklet_filter)
         with self.reading() as db:
             rows = db.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM tracklets {where} ORDER BY row_id LIMIT ? OFFSET ?",
+                f"SELECT {RECORD_COLUMNS} FROM tracklets {where} ORDER BY row_id LIMIT ? OFFSET ?",
                 [*parameters, limit, offset],
             ).fetchall()
-        return [_record_from_row(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def records_by_row_id(self, row_ids: list[int]) -> dict[int, TrackletRecord]:
         """The records of these row ids (missing ones left out), fetched in bounded chunks."""
@@ -311,10 +189,10 @@ class RecordStore:
             for start in range(0, len(row_ids), _FETCH_CHUNK):
                 chunk = row_ids[start : start + _FETCH_CHUNK]
                 rows = db.execute(
-                    f"SELECT row_id, {_RECORD_COLUMNS} FROM tracklets WHERE row_id IN ({','.join('?' * len(chunk))})",
+                    f"SELECT row_id, {RECORD_COLUMNS} FROM tracklets WHERE row_id IN ({','.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
-                records.update((row[0], _record_from_row(row[1:])) for row in rows)
+                records.update((row[0], record_from_row(row[1:])) for row in rows)
         return records
 
     def max_row_id(self) -> int:
@@ -395,8 +273,8 @@ class RecordStore:
     def insert(self, record: TrackletRecord, embedding: np.ndarray) -> int:
         """Inserts one row; returns its row id."""
         cursor = self._db.execute(
-            f"INSERT INTO tracklets({_RECORD_COLUMNS}, embedding) VALUES ({','.join('?' * 15)})",
-            (*_record_values(record), embedding.tobytes()),
+            f"INSERT INTO tracklets({RECORD_COLUMNS}, embedding) VALUES ({','.join('?' * 15)})",
+            (*record_values(record), embedding.tobytes()),
         )
         return int(cursor.lastrowid)
 
@@ -407,8 +285,8 @@ class RecordStore:
         row_ids = np.arange(first_row_id, first_row_id + len(records), dtype=np.int64)
         try:
             self._db.executemany(
-                f"INSERT INTO tracklets(row_id, {_RECORD_COLUMNS}, embedding) VALUES ({','.join('?' * 16)})",
-                ((int(row_id), *_record_values(record), vector.tobytes())
+                f"INSERT INTO tracklets(row_id, {RECORD_COLUMNS}, embedding) VALUES ({','.join('?' * 16)})",
+                ((int(row_id), *record_values(record), vector.tobytes())
                  for row_id, record, vector in zip(row_ids, records, embeddings, strict=True)),
             )
         except sqlite3.IntegrityError:

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from service.config import Settings
 from service.errors import StartupError
 from service.gallery import Gallery, SqliteGallery, TrackletFilter, TrackletRecord, open_gallery
-from service.gallery.sqlite import DATABASE_NAME, SCHEMA_VERSION
+from service.gallery.sqlite import DATABASE_NAME
+from service.gallery.sqlite_schema import SCHEMA_VERSION
 
 DIM = 8
 VERSION = "v-records-test"
