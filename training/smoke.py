@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import sample_frame_indices
 from training.data.pedestrian import random_appearance
-from training.data.sampling import chunk_frame_indices
 from training.data.synthetic import render_tracklet
 from training.data.synthetic_scene import random_camera
 from training.export import ExportWrapper, export_model
@@ -47,18 +47,19 @@ def run_smoke(work_dir: Path, seed: int = 0) -> SmokeResult:
 
     rng = np.random.default_rng(seed)
     frames = render_tracklet(random_appearance(rng), random_camera(rng), TRACKLET_LENGTH, HEIGHT, WIDTH, rng)
-    clip = np.stack([frames[index] for index in chunk_frame_indices(len(frames), card["num_frames"])])[None]
+    # The frames the service would take: the contract's test-time sampling, T from the card.
+    clip = np.stack([frames[index] for index in sample_frame_indices(len(frames), card.num_frames)])[None]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (embedding,) = session.run(["embedding"], {"frames": clip})
     with torch.no_grad():
         (expected,) = ExportWrapper(model).eval()(torch.from_numpy(clip))
     expected = expected.numpy()
-    if embedding.shape != (1, card["embedding"]["dim"]) or not np.isfinite(embedding).all():
+    if embedding.shape != (1, card.embedding.dim) or not np.isfinite(embedding).all():
         raise AssertionError(f"onnxruntime gave an embedding of shape {embedding.shape} with non-finite values")
     error = float(np.abs(embedding - expected).max() / max(float(np.abs(expected).max()), 1e-12))
     if error > 1e-4:
         raise AssertionError(f"onnxruntime and PyTorch disagree on the tracklet: relative error {error:.1e}")
-    return SmokeResult(onnx_path, card["model_version"], embedding[0], error)
+    return SmokeResult(onnx_path, card.model_version, embedding[0], error)
 
 
 def main(argv: list[str] | None = None) -> int:
