@@ -54,10 +54,13 @@ class FramingMiddleware:
         await self._checked_multipart(scope, receive, send, b"--" + (match.group(1) or match.group(2)) + b"--")
 
     async def _checked_multipart(self, scope: Scope, receive: Receive, send: Send, closing: bytes) -> None:
+        # The close delimiter counts only where the parser sees one: at a line start (after CRLF, or as the
+        # body's first bytes). The same bytes inside a part's data are data.
         seen_closing = False
-        tail = b""
+        tail = b"\r\n"  # so a body that starts with the close delimiter matches too
         truncated = False
         replaced = False
+        delimiter = b"\r\n" + closing
 
         async def checked_receive() -> Message:
             nonlocal seen_closing, tail, truncated
@@ -65,8 +68,8 @@ class FramingMiddleware:
             if message["type"] != "http.request" or seen_closing:
                 return message
             window = tail + message.get("body", b"")
-            seen_closing = closing in window
-            tail = window[-(len(closing) - 1):]
+            seen_closing = delimiter in window
+            tail = window[-(len(delimiter) - 1):]
             if not message.get("more_body", False) and not seen_closing:
                 truncated = True
                 raise _TruncatedMultipart

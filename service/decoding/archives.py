@@ -286,6 +286,9 @@ def _tar_members(data: bytes, kind: str, limits: DecodeLimits) -> list[NamedMedi
                     continue
                 if not member.isreg():
                     raise UnsafeArchiveError(f"Archive entry '{member.name}' is a device, pipe or special file.")
+                if member.issparse():
+                    # Its holes would be produced as zeros without being read (and counted): not a frame.
+                    raise UnsafeArchiveError(f"Archive entry '{member.name}' is a sparse file.")
                 if member.size > reader.remaining:
                     raise _too_large(limits, f" (at entry '{member.name}')")
                 if _is_ignored_entry(path):

@@ -1,7 +1,7 @@
 """`TrackletDecoder`: an upload of any media kind -> the model's T frames.
 
 Work is bounded before it is done: frame counts and sizes come from headers (images, archive entries,
-video containers and, for MJPEG, every frame's own JPEG header) before any pixel is decoded; only the
+video containers and, for Motion JPEG and VP8, every frame's own header) before any pixel is decoded; only the
 frames that sampling picks are decoded (video frames before the last sampled one are decoded by the codec,
 since later frames depend on them, but never converted); the pixels decoded for one upload are capped by
 ``max_decoded_pixels``. Any error of a decoder is the client's (InvalidMediaError, 422), never a 500.
@@ -33,6 +33,16 @@ from service.errors import InvalidMediaError, LimitExceededError
 
 # Codec tags of Motion JPEG: every packet is a whole JPEG image with its own frame header.
 _MJPEG_TAGS = frozenset({b"MJPG", b"mjpg", b"MJPA", b"mjpa", b"AVRn", b"AVDJ", b"jpeg", b"JPEG", b"dmb1", b"LJPG"})
+_VP8_TAGS = frozenset({b"VP80", b"vp80"})
+
+
+def vp8_keyframe_size(packet: bytes) -> tuple[int, int] | None:
+    """(width, height) of a VP8 key frame from its uncompressed header (RFC 6386 section 9.1); None for an
+    inter frame, which keeps the size of the key frame before it."""
+    if len(packet) < 10 or packet[0] & 1 or packet[3:6] != b"\x9d\x01\x2a":
+        return None
+    width, height = struct.unpack("<HH", packet[6:10])
+    return width & 0x3FFF, height & 0x3FFF
 
 
 class TrackletDecoder:
@@ -189,6 +199,7 @@ class TrackletDecoder:
             declared_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
             tag = struct.pack("<I", int(capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF)
             motion_jpeg = tag in _MJPEG_TAGS
+            vp8 = tag in _VP8_TAGS
             frame_count = 0
             while capture.grab():
                 ok, packet = capture.retrieve()
@@ -199,6 +210,10 @@ class TrackletDecoder:
                     size = jpeg_size(payload[start:]) if start >= 0 else None
                     if size is None:
                         break  # a cut-off or corrupt frame ends the video: nothing after it is decoded
+                    self._check_dimensions(*size, f"Frame {frame_count + 1} of the video")
+                    width, height = max(width, size[0]), max(height, size[1])
+                elif vp8 and (size := vp8_keyframe_size(payload)) is not None:
+                    # A VP8 key frame may change the size mid-stream: each one declares it.
                     self._check_dimensions(*size, f"Frame {frame_count + 1} of the video")
                     width, height = max(width, size[0]), max(height, size[1])
                 frame_count += 1

@@ -162,12 +162,14 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+# Tiles are decoded into buffers of their own size: TileWidth/TileLength count as sizes too.
+_TIFF_SIZE_TAGS = {256: 0, 257: 1, 322: 0, 323: 1}
 _TIFF_MAX_DIRECTORIES = 64
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """The largest ImageWidth x ImageLength over the directories (pages); None if the first has neither."""
+    """The largest ImageWidth (or TileWidth) x ImageLength (or TileLength) over the directories (pages); None
+    if they have no size."""
     order = "<" if data[:2] == b"II" else ">"
     (offset,) = struct.unpack(order + "I", data[4:8])
     width = height = 0
@@ -182,7 +184,7 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
             if entry + 12 > len(data):
                 break
             tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
-            if tag not in (_TIFF_WIDTH, _TIFF_LENGTH):
+            if tag not in _TIFF_SIZE_TAGS:
                 continue
             if kind == 3:  # SHORT
                 (value,) = struct.unpack(order + "H", data[entry + 8 : entry + 10])
@@ -190,7 +192,7 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
                 (value,) = struct.unpack(order + "I", data[entry + 8 : entry + 12])
             else:
                 return None  # a size of another type: libtiff would refuse it as well
-            if tag == _TIFF_WIDTH:
+            if _TIFF_SIZE_TAGS[tag] == 0:
                 width = max(width, value)
             else:
                 height = max(height, value)

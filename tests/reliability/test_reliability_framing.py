@@ -170,3 +170,16 @@ def test_405_names_the_allowed_methods(client, method, path, allowed):
     assert response.status_code == 405
     assert response.headers["allow"] == allowed
     assert f"allowed: {allowed}." in response.json()["error"]["message"]
+
+
+def test_a_close_delimiter_inside_part_data_does_not_hide_truncation(client):
+    boundary = "frame-boundary"
+    # The close delimiter's bytes inside a field's value (not at a line start) are data, not the end.
+    metadata = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n"
+                f'{{"note": "x--{boundary}--"}}\r\n').encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = client.post("/tracklets", content=metadata + multipart(3, close=False), headers=headers)
+    assert response.status_code == 400, response.text
+    response = client.post("/tracklets", content=metadata + multipart(3), headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["metadata"] == {"note": f"x--{boundary}--"}

@@ -423,3 +423,30 @@ def test_a_tar_holding_a_zip_is_not_expanded(decoder):
     # A .tar.gz of a bare zip is not a tar: refused, not read as the zip.
     with pytest.raises(InvalidMediaError):
         decoder.decode_archive(gzip.compress(inner))
+
+
+def test_vp8_key_frames_larger_than_the_container_says_are_refused_before_decoding(decoder):
+    video = bytearray(encode_video(level_frames([10 * (k + 1) for k in range(6)], 48, 24), "VP80", ".mkv"))
+    start = video.find(b"\x9d\x01\x2a")  # the key frame's start code, then 14-bit width and height
+    assert start > 0
+    video[start + 3 : start + 7] = struct.pack("<HH", 16000, 16000)
+    with pytest.raises(LimitExceededError, match="Frame 1 of the video is 16000x16000"):
+        decoder.decode_video(bytes(video))
+
+
+def test_tiff_tiles_count_as_sizes():
+    tiled = bytearray(tiff_header(100, 100))
+    # Rewrite the StripByteCounts entry (tag 279) into a TileWidth (322) of 30000.
+    entry = tiled.find(struct.pack("<HH", 279, 4))
+    tiled[entry : entry + 12] = struct.pack("<HHII", 322, 4, 1, 30000)
+    assert image_header_size(bytes(tiled)) == (30000, 100)
+
+
+def test_sparse_tar_members_are_refused(decoder):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        info = tarfile.TarInfo("frame.png")
+        info.type = tarfile.GNUTYPE_SPARSE
+        archive.addfile(info)
+    with pytest.raises(InvalidMediaError, match="sparse"):
+        decoder.decode_archive(buffer.getvalue())
