@@ -11,8 +11,10 @@ cascades). Per frame, at a processing resolution reduced by an integer factor to
 People standing still: the pixels inside the boxes the tracker says are people who have moved
 (``feedback``) are shown to the background model as its own background image, so a person who stops is
 not learned into the background, and the foreground there comes from the difference to that background
-image (shadows excluded). Ghosts (a person present in the first frame who then leaves) never moved, are
-not protected and fade in about a tenth of the history. The learning rate is 1 / history throughout.
+image (shadows excluded). A protected region whose foreground outline has its edges in the background
+image rather than in the frame is a ghost (the model learned someone who has left) and is not protected.
+Ghosts fade in about a tenth of the history (the learning rate is 1 / history throughout); ``prime``
+avoids most of them by starting the model from the median of the first seconds instead of frame one.
 
 Sudden lighting changes (a cloud, lights switched on) turn much of the frame into foreground at once: the
 model then re-learns quickly for a few frames and the detector reports nothing meanwhile. Slow lighting
@@ -81,6 +83,23 @@ class BackgroundSubtractionDetector:
         self.last_mask: np.ndarray | None = None
         self.geometry = SceneGeometry()
 
+    def prime(self, frames: list[np.ndarray]) -> None:
+        """Start the background model from the per-pixel median of the stream's first frames (people who
+        walk leave the median), instead of from the first frame, whose people would leave ghosts."""
+        if len(frames) < 5:
+            return
+        step = max(1, len(frames) // 25)
+        small = [self._reduce(frame) for frame in frames[::step]]
+        median = np.median(np.stack(small), axis=0).astype(np.uint8)
+        for rate in (1.0, 0.5, 0.25, 0.1):
+            self.subtractor.apply(median, learningRate=rate)
+        self.frame_index = max(self.frame_index, self.warm_up)
+
+    def _reduce(self, frame_bgr: np.ndarray) -> np.ndarray:
+        if self.scale < 1.0:
+            return cv2.resize(frame_bgr, (self.proc_w, self.proc_h), interpolation=cv2.INTER_AREA)
+        return frame_bgr
+
     def feedback(self, boxes: np.ndarray) -> None:
         self._protected = np.asarray(boxes, np.float32).reshape(-1, 4)[:, :4] * self.scale
 
@@ -104,10 +123,7 @@ class BackgroundSubtractionDetector:
         inside them by the difference to that background image instead (shadows excluded: darker by a
         bounded ratio with the same chromaticity).
         """
-        if self.scale < 1.0:
-            small = cv2.resize(frame_bgr, (self.proc_w, self.proc_h), interpolation=cv2.INTER_AREA)
-        else:
-            small = frame_bgr
+        small = self._reduce(frame_bgr)
         self.frame_index += 1
         regions = self._regions() if self.relearn_left == 0 else []
         model_input = small
@@ -115,7 +131,13 @@ class BackgroundSubtractionDetector:
             if self._background is None or self.frame_index % 5 == 0:
                 self._background = self.subtractor.getBackgroundImage()
             if self._background is not None and self._background.shape == small.shape:
-                model_input = small.copy()
+                masks = {}
+                for a, b, c, d in regions:
+                    found = _difference_mask(small[b:d, a:c], self._background[b:d, a:c], self.diff_threshold)
+                    if not _is_ghost(small[b:d, a:c], self._background[b:d, a:c], found):
+                        masks[(a, b, c, d)] = found
+                regions = list(masks)
+                model_input = small.copy() if regions else small
                 for a, b, c, d in regions:
                     model_input[b:d, a:c] = self._background[b:d, a:c]
             else:
@@ -131,8 +153,9 @@ class BackgroundSubtractionDetector:
             rate = 1.0 if self.frame_index == 1 else 1.0 / self.history
         raw = self.subtractor.apply(model_input, learningRate=rate)
         mask = np.where(raw > 200, 255, 0).astype(np.uint8)
-        for a, b, c, d in regions:
-            mask[b:d, a:c] = _difference_mask(small[b:d, a:c], self._background[b:d, a:c], self.diff_threshold)
+        for region in regions:
+            a, b, c, d = region
+            mask[b:d, a:c] = masks[region]
         if self.frame_index > 2 and np.count_nonzero(mask) > self.relearn_fraction * mask.size:
             self.relearn_left = 5
             self.last_mask = np.zeros_like(mask)
@@ -178,3 +201,23 @@ def _difference_mask(patch: np.ndarray, background: np.ndarray, threshold: float
     chroma = np.abs(frame / brightness[..., None] - model / model_brightness[..., None]).max(axis=2)
     shadow = (ratio > 0.45) & (ratio < 0.95) & (chroma < 0.04)
     return np.where(changed & ~shadow, 255, 0).astype(np.uint8)
+
+
+def _is_ghost(patch: np.ndarray, background: np.ndarray, found: np.ndarray) -> bool:
+    """True when the foreground ``found`` in a region is a ghost: something the background model learned
+    that is no longer there (a person who stood in the first frames, then left). Along the outline of the
+    foreground, a real object makes edges in the current frame; a ghost's outline has its edges in the
+    background model's image instead, and the current frame is smooth there."""
+    if not found.any():
+        return False
+    outline = cv2.morphologyEx(found, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    if outline.sum() < 8:
+        return False
+
+    def edges(image: np.ndarray) -> float:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+        return float(np.abs(gx)[outline].mean() + np.abs(gy)[outline].mean())
+
+    return edges(background) > 1.2 * edges(patch)

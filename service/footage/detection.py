@@ -20,6 +20,9 @@ class Detector(Protocol):
     def detect(self, frame_bgr: np.ndarray) -> np.ndarray:
         """(N, 5) float32 rows (x1, y1, x2, y2, score in [0, 1]) of the people in one BGR uint8 frame."""
 
+    # Optional: ``prime(frames)``, called once with the stream's first frames (list of BGR uint8) before
+    # they are detected one by one; a background-subtraction detector estimates the empty scene from them.
+
     def feedback(self, boxes: np.ndarray) -> None:
         """The tracker's boxes (N, 4) of people it is following that have moved at some point; a
         background-subtraction detector stops learning them into the background (people standing still)."""

@@ -9,6 +9,7 @@ and embedding them is the caller's part (the same sampling as uploads, through t
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class FootageSettings:
     interpolate_gap_s: float = 1.5
     """Gaps in a track's boxes up to this long are filled by linear interpolation in the summary."""
     progress_every_s: float = 0.5
+    prime_s: float = 4.0
+    """Seconds at the start from which a background detector estimates the empty scene (0: off)."""
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> FootageSettings:
@@ -211,7 +214,19 @@ def run_footage(
     seconds = {"read": 0.0, "detect": 0.0, "track": 0.0, "cut": 0.0}
     started = last_progress = time.perf_counter()
     was_cancelled = False
+    processed = 0
     frames = iter(reader)
+    prime = getattr(detector, "prime", None)
+    if prime is not None and settings.prime_s > 0:
+        # A background model needs the empty scene; footage often starts with people in it. The first
+        # seconds are decoded once ahead (kept at most prime_s long) to estimate it, then processed as usual.
+        t0 = time.perf_counter()
+        ahead = list(itertools.islice(frames, max(1, int(round(settings.prime_s * info.fps)))))
+        seconds["read"] += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        prime([frame for _, frame in ahead])
+        seconds["detect"] += time.perf_counter() - t1
+        frames = itertools.chain(ahead, frames)
 
     def report(frames_done: int) -> None:
         if on_progress is not None:
@@ -234,6 +249,7 @@ def run_footage(
             reader.close()
             break
         index, frame = item
+        processed += 1
         detections = detector.detect(frame)
         t2 = time.perf_counter()
         boxes, ended = tracker.update(detections)
@@ -253,15 +269,15 @@ def run_footage(
         seconds["cut"] += t4 - t3
         if t4 - last_progress >= settings.progress_every_s:
             last_progress = t4
-            report(reader.frames_read)
+            report(processed)
     if not was_cancelled:
         tracker.finish()
         cutter.finish()
     seconds["total"] = time.perf_counter() - started
-    report(reader.frames_read)
+    report(processed)
     max_gap = int(round(settings.interpolate_gap_s * info.fps))
     return FootageSummary(
-        frames_processed=reader.frames_read - (1 if was_cancelled else 0),
+        frames_processed=processed,
         frames_total=info.frame_count or None,
         fps=info.fps,
         width=info.width,

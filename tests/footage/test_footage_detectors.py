@@ -153,3 +153,33 @@ def test_pipeline_tracks_the_rendered_people(footage):
     assert len(summary.tracks) >= spec.num_identities - 1
     assert tracklets and all(t.camera_id == "cam_a" and t.crops[0].shape == (64, 32, 3) for t in tracklets)
     assert summary.tracklets == len(tracklets)
+
+
+def test_footage_that_starts_with_people_in_view(footage, tmp_path):
+    """Cut the clip where people are already in the scene: the first frame is no empty background. The
+    median of the first seconds (prime) and the ghost test keep ghosts from becoming tracks."""
+    spec = PRESETS["small"]
+    start = 30
+    truth = ground_truth(footage, "cam_a")
+    assert any(len(truth.get(start + k, [])) for k in range(3))  # people in the first frames
+    trimmed = tmp_path / "late.avi"
+    writer = cv2.VideoWriter(str(trimmed), cv2.VideoWriter_fourcc(*"MJPG"), spec.fps, (spec.width, spec.height))
+    for index, frame in enumerate(frames(footage / "cam_a" / "video.mp4")):
+        if index >= start:
+            writer.write(frame)
+    writer.release()
+
+    def precision(prime_s: float) -> float:
+        settings = FootageSettings(prime_s=prime_s, min_box_height=20, min_track_frames=5)
+        summary = run_footage(trimmed, card_height=64, card_width=32, on_tracklet=lambda t: None, settings=settings)
+        hits = total = 0
+        for boxes in summary.tracks.values():
+            for frame, x, y, w, h, _score in boxes:
+                gt = truth.get(frame + start, np.zeros((0, 5), np.float32))
+                total += 1
+                hits += bool(len(gt)) and iou_matrix(np.asarray([[x, y, x + w, y + h]]), gt).max() >= 0.5
+        return hits / max(total, 1)
+
+    primed = precision(4.0)
+    assert primed >= 0.7
+    assert primed >= precision(0.0)
