@@ -24,12 +24,32 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("gallery-data"), description="Directory of the gallery (SQLite database).")
     gallery_backend: str = Field(
         "sqlite",
-        description="Where the gallery lives: sqlite (SQLite records and a FAISS index in REID_DATA_DIR). An "
-        "unknown name stops the service at start-up.",
+        description="Where the gallery lives: sqlite (SQLite records and a FAISS index in REID_DATA_DIR; one "
+        "process), or milvus (a Milvus collection that several API replicas share: REID_MILVUS_*). An unknown "
+        "name stops the service at start-up.",
+    )
+    milvus_uri: str = Field(
+        "http://localhost:19530",
+        description="REID_GALLERY_BACKEND=milvus: the Milvus address (http://host:19530), or the path of a Milvus "
+        "Lite file (ending in .db) for one process without a server.",
+    )
+    milvus_token: SecretStr | None = Field(
+        None, description="Milvus credentials: user:password, or an API key (Zilliz Cloud). Unset: none."
+    )
+    milvus_collection: str = Field(
+        "reid_gallery", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+        description="The Milvus collection of the gallery (created on first start). Another model's embeddings "
+        "need another collection.",
+    )
+    milvus_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Deadline of each Milvus call; past it (or when Milvus is unreachable) a request is 503 with "
+        "the reason, and nothing is half-written.",
     )
     index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
         "auto",
-        description="FAISS index of the sqlite backend: flat (exact), ivf (IVF with REID_INDEX_IVF_STORAGE "
+        description="Vector index (FAISS for sqlite; the Milvus index of the same kind for milvus: FLAT, "
+        "IVF_SQ8/IVF_FLAT, HNSW, auto chosen by size at start-up): flat (exact), ivf (IVF with REID_INDEX_IVF_STORAGE "
         "vectors, trained on the gallery's own embeddings and retrained as it grows; exact flat below "
         "REID_INDEX_MIN_TRAIN_SIZE), hnsw (HNSW graph over 8-bit vectors), auto (flat below "
         "REID_INDEX_AUTO_FLAT_BELOW tracklets, ivf above). Approximate kinds re-order their candidates by exact "

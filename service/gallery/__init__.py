@@ -1,7 +1,9 @@
 """The gallery: tracklet records and their embeddings, behind the `Gallery` interface.
 
 `open_gallery(settings, dim, model_version)` opens the backend named by REID_GALLERY_BACKEND:
-``sqlite`` (the default: `SqliteGallery`, SQLite records plus a FAISS index in REID_DATA_DIR).
+``sqlite`` (the default: `SqliteGallery`, SQLite records plus a FAISS index in REID_DATA_DIR) or ``milvus``
+(`service.gallery.milvus.MilvusGallery`, a Milvus collection shared by several replicas; pymilvus is
+imported only then).
 """
 
 from __future__ import annotations
@@ -36,8 +38,18 @@ def _open_sqlite(settings: Settings, dim: int, model_version: str) -> Gallery:
     return SqliteGallery(settings.data_dir, dim, model_version, use_gpu=use_gpu, index_options=index_options(settings))
 
 
+def _open_milvus(settings: Settings, dim: int, model_version: str) -> Gallery:
+    try:
+        from service.gallery.milvus import MilvusGallery
+    except ImportError as error:
+        raise StartupError(f"REID_GALLERY_BACKEND=milvus needs pymilvus (pip install pymilvus): {error}") from None
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token is not None else None
+    return MilvusGallery(settings.milvus_uri, settings.milvus_collection, dim, model_version, token=token,
+                         index_options=index_options(settings), timeout_s=settings.milvus_timeout_s)
+
+
 #: REID_GALLERY_BACKEND value -> opener; a new backend adds one entry.
-BACKENDS: dict[str, Callable[[Settings, int, str], Gallery]] = {"sqlite": _open_sqlite}
+BACKENDS: dict[str, Callable[[Settings, int, str], Gallery]] = {"sqlite": _open_sqlite, "milvus": _open_milvus}
 
 
 def open_gallery(settings: Settings, dim: int, model_version: str) -> Gallery:

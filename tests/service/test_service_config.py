@@ -51,6 +51,8 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_INDEX_MIN_TRAIN_SIZE": "2000", "REID_INDEX_NPROBE": "9", "REID_INDEX_HNSW_EF_SEARCH": "33",
         "REID_SEARCH_THREADS": "2", "REID_RERANK_K1": "10", "REID_RERANK_K2": "3", "REID_RERANK_LAMBDA": "0.5",
         "REID_RERANK_SHORTLIST": "12", "REID_RERANK_CACHE_SIZE": "300",
+        "REID_MILVUS_URI": "http://milvus:19530", "REID_MILVUS_TOKEN": "root:Milvus", "REID_MILVUS_COLLECTION": "g2",
+        "REID_MILVUS_TIMEOUT_S": "4",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -73,6 +75,9 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert settings.search_threads == 2
     assert (settings.rerank_k1, settings.rerank_k2, settings.rerank_lambda) == (10, 3, 0.5)
     assert (settings.rerank_shortlist, settings.rerank_cache_size) == (12, 300)
+    assert (settings.milvus_uri, settings.milvus_collection) == ("http://milvus:19530", "g2")
+    assert settings.milvus_timeout_s == 4
+    assert settings.milvus_token.get_secret_value() == "root:Milvus" and "root:Milvus" not in repr(settings)
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 

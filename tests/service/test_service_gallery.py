@@ -1,4 +1,5 @@
-"""The SQLite + FAISS gallery: add / search / delete / reload, checked against a numpy brute-force search."""
+"""The gallery on each backend (SQLite + FAISS, Milvus: the ``open_store`` fixture): add / search / delete /
+reload, checked against a numpy brute-force search; then what only the SQLite backend has."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.errors import ConflictError, StartupError
-from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
+from service.gallery import Gallery, SqliteGallery, TrackletFilter, TrackletRecord
 from service.gallery.sqlite import DATABASE_NAME
 
 DIM = 16
@@ -33,17 +34,17 @@ def assert_same_ranking(hits, expected):
                                atol=1e-4)
 
 
-def search(store: SqliteGallery, query: np.ndarray, top_k: int, tracklet_filter: TrackletFilter | None = None):
+def search(store: Gallery, query: np.ndarray, top_k: int, tracklet_filter: TrackletFilter | None = None):
     """The matches of one query."""
     (matches,) = store.search(query[None], top_k, tracklet_filter)
     return matches
 
 
 @pytest.fixture
-def filled(tmp_path):
+def filled(tmp_path, open_store):
     """A store with 150 random embeddings over 3 cameras, and the same data as plain dicts."""
     rng = np.random.default_rng(0)
-    store = SqliteGallery(tmp_path / "gallery", DIM, VERSION)
+    store = open_store(tmp_path / "gallery", DIM, VERSION)
     vectors, cameras = {}, {}
     for index in range(150):
         key = f"t{index}"
@@ -120,11 +121,11 @@ def test_list_pages_and_filters(filled):
     assert total == 2 and all(record.camera_id == "cam1" and record.person_id == "p7" for record in page)
 
 
-def test_reload_rebuilds_the_same_index(tmp_path):
+def test_reload_rebuilds_the_same_index(tmp_path, open_store):
     rng = np.random.default_rng(2)
     vectors = {f"t{index}": rng.normal(size=DIM).astype(np.float32) for index in range(50)}
     cameras = dict.fromkeys(vectors, "c")
-    store = SqliteGallery(tmp_path, DIM, VERSION)
+    store = open_store(tmp_path, DIM, VERSION)
     for key, vector in vectors.items():
         store.add(TrackletRecord(id=key, camera_id="c"), vector)
     store.delete("t10")
@@ -135,7 +136,7 @@ def test_reload_rebuilds_the_same_index(tmp_path):
     before = [[(hit.record.id, hit.distance) for hit in search(store, query, 10)] for query in queries]
     store.close()
 
-    reopened = SqliteGallery(tmp_path, DIM, VERSION)
+    reopened = open_store(tmp_path, DIM, VERSION)
     assert reopened.count() == 49
     after = [[(hit.record.id, hit.distance) for hit in search(reopened, query, 10)] for query in queries]
     assert after == before
@@ -157,16 +158,17 @@ def test_sqlite_is_durable_wal_full(tmp_path):
     store.close()
 
 
-def test_refuses_a_gallery_of_another_model_version(tmp_path):
-    store = SqliteGallery(tmp_path, DIM, "old-version")
+def test_refuses_a_gallery_of_another_model_version(tmp_path, open_store):
+    store = open_store(tmp_path, DIM, "old-version")
     for index in range(3):
         store.add(TrackletRecord(id=f"t{index}"), np.ones(DIM, np.float32) * index)
     store.close()
     with pytest.raises(StartupError, match="3 by model_version old-version") as error:
-        SqliteGallery(tmp_path, DIM, "new-version")
-    assert "REID_DATA_DIR" in str(error.value) and "\n" not in str(error.value)
-    # Refusing left the directory usable by the right model.
-    again = SqliteGallery(tmp_path, DIM, "old-version")
+        open_store(tmp_path, DIM, "new-version")
+    setting = "REID_DATA_DIR" if open_store.backend == "sqlite" else "REID_MILVUS_COLLECTION"
+    assert setting in str(error.value) and "\n" not in str(error.value)
+    # Refusing left the gallery usable by the right model.
+    again = open_store(tmp_path, DIM, "old-version")
     assert again.count() == 3
     again.close()
 
@@ -179,8 +181,8 @@ def test_one_process_per_gallery_directory(tmp_path):
     SqliteGallery(tmp_path, DIM, VERSION).close()  # free again once closed
 
 
-def test_empty_gallery_and_bad_vectors(tmp_path):
-    store = SqliteGallery(tmp_path, DIM, VERSION)
+def test_empty_gallery_and_bad_vectors(tmp_path, open_store):
+    store = open_store(tmp_path, DIM, VERSION)
     assert search(store, np.zeros(DIM, np.float32), 5) == []
     with pytest.raises(ValueError):
         store.add(TrackletRecord(id="nan"), np.full(DIM, np.nan, np.float32))
@@ -197,9 +199,9 @@ def test_unusable_directory_is_a_startup_error(tmp_path):
         SqliteGallery(blocker / "gallery", DIM, VERSION)
 
 
-def test_bulk_add_is_all_or_nothing_and_searchable(tmp_path):
+def test_bulk_add_is_all_or_nothing_and_searchable(tmp_path, open_store):
     rng = np.random.default_rng(9)
-    store = SqliteGallery(tmp_path, DIM, VERSION)
+    store = open_store(tmp_path, DIM, VERSION)
     store.add(TrackletRecord(id="single"), rng.normal(size=DIM).astype(np.float32))
     vectors = rng.normal(size=(40, DIM)).astype(np.float32)
     ids = [f"bulk{index}" for index in range(40)]
@@ -211,6 +213,6 @@ def test_bulk_add_is_all_or_nothing_and_searchable(tmp_path):
         store.add_many([TrackletRecord(id="new-one"), TrackletRecord(id="bulk3")], vectors[:2])
     assert store.count() == 41 and store.get("new-one") is None
     store.close()
-    reopened = SqliteGallery(tmp_path, DIM, VERSION)
+    reopened = open_store(tmp_path, DIM, VERSION)
     assert reopened.count() == 41 and search(reopened, vectors[39], 1)[0].record.id == "bulk39"
     reopened.close()

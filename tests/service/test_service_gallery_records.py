@@ -43,8 +43,8 @@ def make_records() -> list[TrackletRecord]:
 
 
 @pytest.fixture(scope="module")
-def gallery(tmp_path_factory):
-    store = SqliteGallery(tmp_path_factory.mktemp("records"), DIM, VERSION)
+def gallery(tmp_path_factory, open_store):
+    store = open_store(tmp_path_factory.mktemp("records"), DIM, VERSION)
     rng = np.random.default_rng(3)
     records = make_records()
     vectors = rng.normal(size=(len(records), DIM)).astype(np.float32)
@@ -71,6 +71,9 @@ FILTERS = [
     TrackletFilter(metadata={"night": False}),
     TrackletFilter(metadata={"note": None}),
     TrackletFilter(metadata={"missing": "x"}),
+    TrackletFilter(metadata={"floor": True}),
+    TrackletFilter(cameras=['cam1" or camera_id != "', "cam0"], exclude_cameras=["x') or (1 == 1"]),
+    TrackletFilter(person_id='p1" or person_id != "'),
     TrackletFilter(cameras=["cam1", "cam2"], exclude_cameras=["cam2"], person_id="p1", metadata={"site": "gate"}),
 ]
 
@@ -214,5 +217,5 @@ def test_open_gallery_chooses_the_backend_and_refuses_an_unknown_one(tmp_path):
     assert gallery.health() == (False, "the gallery is closed")
     wrong = Settings(data_dir=tmp_path, device="cpu", gallery_backend="cassandra", _env_file=None)
     with pytest.raises(StartupError, match="REID_GALLERY_BACKEND='cassandra' is not a gallery backend; choose one "
-                                          "of: sqlite"):
+                                          "of: milvus, sqlite"):
         open_gallery(wrong, DIM, VERSION)

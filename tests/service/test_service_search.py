@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from gallery_backends import GalleryOpener
 
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
 from service.gallery.index_kinds import IndexKind, IndexOptions, ivf_list_count
@@ -35,6 +36,12 @@ KINDS = {
     "ivf-sq8": IndexOptions(kind=IndexKind.IVF, ivf_storage="sq8", min_train_size=1000, ivf_nprobe=8),
     "hnsw": IndexOptions(kind=IndexKind.HNSW, min_train_size=1000, hnsw_ef_search=400),
 }
+#: The same searches on the Milvus backend (Milvus Lite), as the Milvus index of each kind.
+MILVUS_KINDS = {
+    "milvus-flat": (IndexOptions(kind=IndexKind.FLAT), "FLAT"),
+    "milvus-ivf-exhaustive": (IndexOptions(kind=IndexKind.IVF, ivf_storage="flat", ivf_nprobe=1024), "IVF_FLAT"),
+    "milvus-hnsw": (IndexOptions(kind=IndexKind.HNSW, hnsw_ef_search=400), "HNSW"),
+}
 
 
 def make_records(seed: int = 0) -> tuple[list[TrackletRecord], np.ndarray]:
@@ -62,10 +69,16 @@ def brute_force(records, vectors, query, top_k, tracklet_filter) -> list[str]:
     return [records[keep[i]].id for i in np.argsort(distances, kind="stable")[:top_k]]
 
 
-@pytest.fixture(scope="module", params=list(KINDS))
+@pytest.fixture(scope="module",
+                params=[*KINDS, *(pytest.param(name, marks=pytest.mark.milvus) for name in MILVUS_KINDS)])
 def gallery(request, tmp_path_factory):
     records, vectors = make_records()
-    store = SqliteGallery(tmp_path_factory.mktemp(request.param), DIM, VERSION, index_options=KINDS[request.param])
+    if request.param in MILVUS_KINDS:
+        store = GalleryOpener("milvus", request.getfixturevalue("milvus_server").uri)(
+            tmp_path_factory.mktemp(request.param), DIM, VERSION, index_options=MILVUS_KINDS[request.param][0])
+    else:
+        store = SqliteGallery(tmp_path_factory.mktemp(request.param), DIM, VERSION,
+                              index_options=KINDS[request.param])
     store.add_many(records[:600], vectors[:600])
     for record, vector in zip(records[600:], vectors[600:], strict=True):
         store.add(record, vector)
@@ -75,6 +88,9 @@ def gallery(request, tmp_path_factory):
 
 def test_the_index_kind_is_the_one_asked_for(gallery):
     name, store, _, _ = gallery
+    if name in MILVUS_KINDS:
+        assert store.index_type == MILVUS_KINDS[name][1] and store.count() == SIZE
+        return
     assert store.index.kind.value == name.split("-")[0]
     assert len(store.index) == SIZE
 
