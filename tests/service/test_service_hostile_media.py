@@ -295,12 +295,25 @@ def test_an_opencv_exception_is_the_clients_error(decoder, monkeypatch):
 
 
 def test_opencv_pixel_limit_is_set_from_the_frame_limit_before_cv2_loads():
-    script = "import service, os, cv2; print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])"
+    """And OpenCV really applies it: with a 300-pixel limit, a 400x400 PNG no longer decodes in cv2 itself."""
+    script = textwrap.dedent(
+        """
+        import os, service, cv2, numpy as np
+        print(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
+        for side in (300, 400):
+            png = cv2.imencode(".png", np.zeros((side, side, 3), np.uint8))[1]
+            try:
+                decoded = cv2.imdecode(png, cv2.IMREAD_COLOR)
+            except cv2.error:
+                decoded = None
+            print(side, decoded is not None)
+        """
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "REID_MAX_FRAME_DIMENSION": "300"}
     env.pop("OPENCV_IO_MAX_IMAGE_PIXELS", None)
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
-                            cwd=REPO_ROOT, check=True).stdout
-    assert output.split()[-1] == str(300 * 300)
+                            cwd=REPO_ROOT, check=True).stdout.split("\n")
+    assert output[:3] == [str(300 * 300), "300 True", "400 False"]
 
 
 def test_only_sampled_images_are_decoded_and_big_jpegs_decode_reduced(decoder, monkeypatch):
