@@ -37,7 +37,8 @@ BENCH_DIR ?= /tmp/reid-bench-quick
 bench: $(STAMP)
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m training.export --random-init --backbone resnet18 --height 128 --width 64 --out $(BENCH_DIR)/tiny.onnx
-	$(PY) -m bench.bench_gallery --sizes 2000:128 --queries 5 --store-max-size 2000 --work-dir $(BENCH_DIR) \
+	$(PY) -m bench.bench_gallery --sizes 2000:128 --queries 5 --store-max-size 2000 --kind-sizes 3000:64 \
+		--kind-queries 20 --service-size 3000:64 --work-dir $(BENCH_DIR) \
 		--out $(BENCH_DIR)/bench_gallery.md
 	$(PY) -m bench.bench_service --models $(BENCH_DIR)/tiny.onnx --clients 1,2 --requests-per-client 2 \
 		--min-requests 2 --time-limit 5 --prefill 200 --frames 8 --work-dir $(BENCH_DIR)/service \

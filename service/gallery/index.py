@@ -137,8 +137,8 @@ class VectorIndex:
 
     @staticmethod
     def _training_sample(chunks, size: int, lists: int) -> np.ndarray:
-        # k-means needs some tens of points per list, not the whole gallery: every step-th row.
-        wanted = min(size, max(lists * 64, 50_000))
+        # k-means needs some tens of points per list (FAISS asks 39), not the whole gallery: every step-th row.
+        wanted = min(size, max(lists * 40, 20_000))
         step = max(1, size // wanted)
         sample, seen = [], 0
         for _, vectors in chunks():

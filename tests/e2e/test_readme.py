@@ -136,7 +136,7 @@ def media(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def readme_service(tmp_path_factory, media, tiny_model):
     """The service started exactly as the README's line does, on a tiny model and a free port."""
-    (line,) = [c for c in COMMANDS if "-m service" in c and c.startswith("REID_MODEL_PATH")]
+    (line,) = [c for c in COMMANDS if c.startswith("REID_MODEL_PATH") and c.split(" -m ")[1].startswith("service ")]
     words = shlex.split(line)
     env_words = [w for w in words if re.match(r"^REID_[A-Z_]+=", w)]
     argv = words[len(env_words):]
@@ -181,9 +181,29 @@ def test_curl_examples_run_against_the_service(readme_service, media):
     assert sorted(item["person_id"] for item in page["items"]) == ["alice", "carol"]
 
 
+def test_bulk_import_command_runs(tmp_path, tiny_model):
+    from service.gallery import TrackletRecord
+    from service.gallery.__main__ import write_bundle
+
+    (line,) = [c for c in COMMANDS if "-m service.gallery import" in c]
+    words = shlex.split(line)
+    env_words = [w for w in words if re.match(r"^REID_[A-Z_]+=", w)]
+    argv = words[len(env_words):]
+    assert argv[0] == ".venv/bin/python" and argv[1:4] == ["-m", "service.gallery", "import"]
+    dim = int(__import__("json").loads(tiny_model.with_suffix(".json").read_text())["embedding"]["dim"])
+    write_bundle(tmp_path / argv[4], [TrackletRecord(id=f"imported-{n}", camera_id="cam1") for n in range(3)],
+                 np.random.default_rng(0).normal(size=(3, dim)).astype(np.float32))
+    env = {**os.environ, **dict(w.split("=", 1) for w in env_words), "PYTHONPATH": str(ROOT),
+           "REID_MODEL_PATH": str(tiny_model), "REID_DATA_DIR": str(tmp_path / "gallery-data")}
+    result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "imported 3 tracklets" in result.stdout
+
+
 def test_configuration_table_lists_every_setting():
     from service.config import Settings
 
-    documented = set(re.findall(r"`(REID_[A-Z_]+)`", README))
+    documented = set(re.findall(r"`(REID_[A-Z0-9_]+)`", README))
     expected = {f"REID_{name.upper()}" for name in Settings.model_fields}
     assert expected <= documented, sorted(expected - documented)
