@@ -16,8 +16,9 @@ Per frame:
 3. Low-score detections (fragments, partly occluded people) are matched to the confirmed tracks still
    unmatched, by IoU of at least 0.5; they continue tracks (also lost ones: a person coming out from behind
    another shows as a fragment first) but never start one.
-4. Leftover high-score detections are matched to leftover tracks by buffered IoU (boxes grown by half
-   their size), which catches small or fast people whose boxes no longer overlap from frame to frame.
+4. Leftover high-score detections are matched to leftover tracks by buffered IoU (boxes grown by 30% of
+   their size, a lower bar ``buffer_iou``), which catches small or fast people whose boxes no longer
+   overlap from frame to frame.
 5. Tentative tracks take the remaining high-score detections (IoU, then buffered IoU).
 6. Remaining high-score detections start tentative tracks, confirmed after ``min_hits`` consecutive hits
    (their earlier boxes are reported then); tracks unmatched for ``max_lost_s`` seconds end.
@@ -134,14 +135,16 @@ class ByteTracker:
         high_score: float = 0.5,
         low_score: float = 0.1,
         new_track_score: float = 0.6,
-        match_iou: float = 0.2,
+        match_iou: float = 0.3,
         low_match_iou: float = 0.5,
-        buffer: float = 0.5,
+        buffer: float = 0.3,
+        buffer_iou: float = 0.2,
         min_hits: int = 3,
         max_lost_s: float = 1.5,
     ):
         self.high_score, self.low_score, self.new_track_score = high_score, low_score, new_track_score
         self.match_iou, self.low_match_iou, self.buffer = match_iou, low_match_iou, buffer
+        self.buffer_iou = buffer_iou
         self.min_hits = min_hits
         self.max_lost = max(1, int(round(max_lost_s * fps)))
         self.tracks: list[Track] = []
@@ -189,10 +192,10 @@ class ByteTracker:
         associate(confirmed, high, self.match_iou)
         associate([i for i in confirmed if i not in matched], low, self.low_match_iou)
         leftover = [i for i in confirmed if i not in matched]
-        associate(leftover, free_dets(high), self.match_iou, grow=self.buffer)
+        associate(leftover, free_dets(high), self.buffer_iou, grow=self.buffer)
         tentative = [i for i, t in enumerate(self.tracks) if not t.track_id]
         associate(tentative, free_dets(high), self.match_iou)
-        associate([i for i in tentative if i not in matched], free_dets(high), self.match_iou, grow=self.buffer)
+        associate([i for i in tentative if i not in matched], free_dets(high), self.buffer_iou, grow=self.buffer)
 
         out: list[TrackBox] = []
         for index, det in matched.items():
