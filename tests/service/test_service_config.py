@@ -9,6 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.config import Settings, get_settings
+from service.decoding import DecodeLimits
+from service.state import decode_limits
 
 
 @pytest.fixture(autouse=True)
@@ -111,3 +113,13 @@ def test_get_settings_is_read_once(monkeypatch):
         assert get_settings() is first and first.port == 8001
     finally:
         get_settings.cache_clear()
+
+
+def test_the_decoder_limits_are_the_settings_of_the_same_names():
+    settings = Settings(max_frames=7, max_frame_dimension=99, max_archive_entries=5, max_archive_bytes=1234,
+                        max_decoded_pixels=10**6, _env_file=None)
+    limits = decode_limits(settings)
+    assert isinstance(limits, DecodeLimits)
+    assert (limits.max_frames, limits.max_frame_dimension, limits.max_archive_entries) == (7, 99, 5)
+    assert (limits.max_archive_bytes, limits.max_decoded_pixels) == (1234, 10**6)
+    assert {name: getattr(settings, name) for name in DecodeLimits.__dataclass_fields__} == limits.__dict__

@@ -16,7 +16,7 @@ import pytest
 from live_server import API_KEY, REPO_ROOT, LiveServer, free_port, live_server, server_environment
 from service_media import encode_image, encode_video, tracklet_frames, zip_bytes
 
-from service.gallery import SqliteGallery, TrackletRecord
+from service.gallery import BACKENDS, SqliteGallery, TrackletRecord
 
 pytestmark = pytest.mark.slow
 
@@ -186,3 +186,12 @@ def test_gallery_of_another_model_refuses_to_start(tiny_model, tiny_card, tmp_pa
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "2 by model_version an-older-model" in result.stderr
     assert json.loads(tiny_model.with_suffix(".json").read_text())["model_version"] in result.stderr
+
+
+def test_an_unknown_gallery_backend_exits_at_once_with_one_line(tiny_model, tmp_path):
+    result = run_to_exit([sys.executable, "-m", "service", "--port", str(free_port())],
+                         server_environment(tiny_model, tmp_path / "gallery", REID_GALLERY_BACKEND="cassandra"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    reason = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert reason == ["reid service cannot start: REID_GALLERY_BACKEND='cassandra' is not a gallery backend; "
+                      f"choose one of: {', '.join(sorted(BACKENDS))}"]
