@@ -34,7 +34,7 @@ from service.middleware import (
     RequestContextMiddleware,
     admission_controlled_routes,
 )
-from service.routes import health, model, query, tracklets
+from service.routes import footage, health, model, query, tracklets
 from service.state import ServiceState, load_state
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,11 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     # Added last = outermost. The request context wraps everything, so every refusal carries a request id
     # and is logged; keys are checked, then admission, then the body limits, all before the body is read.
     app.add_middleware(
-        RequestBodyGuardMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
+        RequestBodyGuardMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s,
+        route_limits={("POST", "/footage"): (settings.max_footage_bytes, settings.footage_body_timeout_s)},
     )
-    routers = (health.router, tracklets.router, query.router, model.router)
+    routers = (health.router, tracklets.router, query.router, footage.footage_router, footage.jobs_router,
+               model.router)
     # The routes themselves say which requests admission control bounds (`admission_controlled`).
     app.state.admission_routes = admission_controlled_routes(route for router in routers for route in router.routes)
     app.add_middleware(

@@ -146,6 +146,30 @@ class Settings(BaseSettings):
     )
     queue_size: int = Field(64, ge=1, description="Tracklets waiting for the embedder; beyond it: 503.")
 
+    footage_workers: int = Field(
+        1, ge=1,
+        description="Footage jobs (POST /footage) that run at once, each on its own thread at a lower CPU "
+        "priority than requests.",
+    )
+    footage_queue_size: int = Field(
+        8, ge=0,
+        description="Footage jobs that may wait for a worker; beyond it POST /footage is 503 with Retry-After, "
+        "before the upload is read.",
+    )
+    max_footage_bytes: int = Field(
+        4 * 1024 * MiB, ge=1,
+        description="Largest POST /footage body, counted while streaming to the spool folder in REID_DATA_DIR "
+        "(never held in memory); beyond it: 413.",
+    )
+    footage_body_timeout_s: float = Field(
+        3600.0, gt=0, description="Seconds a client has to send a whole POST /footage body (408 after)."
+    )
+    store_thumbnails: bool = Field(
+        True,
+        description="Keep a small JPEG of each tracklet's best crop beside its record (GET "
+        "/tracklets/{id}/thumbnail). These are pictures of people: turn it off where that is not wanted.",
+    )
+
     docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     docs_public: bool = Field(
         False,

@@ -250,30 +250,33 @@ class RequestBodyGuardMiddleware:
     Time: the whole body must arrive within ``timeout_s`` of the request's start. A client that trickles
     (one byte per second, or stalls) gets 408 and ``Connection: close``, so the server drops the
     connection instead of holding a worker and a buffer for it.
+
+    ``route_limits`` gives some routes, keyed by (method, path), their own (max_bytes, timeout_s): footage
+    uploads are gigabytes streamed to disk, not tracklets held in memory.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float,
+                 route_limits: dict[tuple[str, str], tuple[int, float]] | None = None):
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
-
-    def _too_large_message(self) -> str:
-        return f"The upload is larger than the limit of {self.max_bytes} bytes."
-
-    def _timeout_message(self) -> str:
-        return f"The request body did not arrive within {self.timeout_s:g} seconds; the connection is closed."
+        self.route_limits = route_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
             await self.app(scope, receive, send)
             return
+        max_bytes, timeout_s = self.route_limits.get(
+            (scope["method"], scope["path"].rstrip("/") or "/"), (self.max_bytes, self.timeout_s)
+        )
+        too_large_message = f"The upload is larger than the limit of {max_bytes} bytes."
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_json_error(send, scope, 413, "upload_too_large", self._too_large_message())
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await send_json_error(send, scope, 413, "upload_too_large", too_large_message)
             await _drain(receive, 0, _DRAIN_LIMIT_BYTES)
             return
 
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         received = 0
         rejected: str | None = None  # "size" or "time" once the body is refused
         body_complete = False
@@ -295,7 +298,7 @@ class RequestBodyGuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_complete = not message.get("more_body", False)
-                if received > self.max_bytes:
+                if received > max_bytes:
                     rejected = "size"
                     raise _BodyRefused
             return message
@@ -304,10 +307,13 @@ class RequestBodyGuardMiddleware:
             nonlocal replacement_sent
             replacement_sent = True
             if rejected == "size":
-                await send_json_error(send, scope, 413, "upload_too_large", self._too_large_message())
+                await send_json_error(send, scope, 413, "upload_too_large", too_large_message)
             else:
-                await send_json_error(send, scope, 408, "request_timeout", self._timeout_message(),
-                                      {"Connection": "close"})
+                await send_json_error(
+                    send, scope, 408, "request_timeout",
+                    f"The request body did not arrive within {timeout_s:g} seconds; the connection is closed.",
+                    {"Connection": "close"},
+                )
 
         async def guarded_send(message: Message) -> None:
             if rejected is None:

@@ -24,6 +24,7 @@ from service.gallery import Gallery, TrackletFilter, TrackletRecord
 from service.metrics import ServiceMetrics
 from service.schemas import Match, QueryOut
 from service.state import ServiceState
+from service.thumbnails import ThumbnailStore, add_with_thumbnail
 
 
 class MediaKind(str, Enum):
@@ -49,6 +50,8 @@ class EmbeddedUpload:
     embedding: np.ndarray
     frames_decoded: int
     frames_used: int
+    thumbnail: np.ndarray | None = None
+    """The middle of the sampled frames (RGB): the tracklet's thumbnail."""
 
 
 @dataclass
@@ -125,14 +128,19 @@ async def embed_upload(state: ServiceState, media: MediaUpload, timer: StageTime
         decoded = await run_in_threadpool(decode_upload, state.decoder, media)
     with timer.stage("embed"):
         embedding = await state.batcher.embed(decoded.frames)
-    return EmbeddedUpload(embedding, decoded.frames_decoded, decoded.frames_used)
+    middle = decoded.frames[len(decoded.frames) // 2]
+    return EmbeddedUpload(embedding, decoded.frames_decoded, decoded.frames_used, middle)
 
 
 # -- enroll --------------------------------------------------------------------------------------------------
-def store_record(gallery: Gallery, record: TrackletRecord, embedding: np.ndarray, replace: bool = False
-                 ) -> TrackletRecord:
-    """Blocking: stores one record and its embedding durably; the record as stored (version and time set)."""
-    return gallery.add(record, embedding, replace)
+def store_record(gallery: Gallery, record: TrackletRecord, embedding: np.ndarray, replace: bool = False,
+                 thumbnails: ThumbnailStore | None = None, thumbnail: np.ndarray | None = None) -> TrackletRecord:
+    """Blocking: stores one record and its embedding durably; the record as stored (version and time set).
+    With ``thumbnail`` (RGB), its JPEG is written first and the record says has_thumbnail (see
+    `service.thumbnails` for the order of the writes)."""
+    if thumbnails is None or thumbnail is None:
+        return gallery.add(record, embedding, replace)
+    return add_with_thumbnail(gallery, thumbnails, record, embedding, thumbnail, replace)
 
 
 async def enroll(
@@ -146,7 +154,9 @@ async def enroll(
     record = record.model_copy(update={"frames_decoded": embedded.frames_decoded,
                                        "frames_used": embedded.frames_used})
     with timer.stage("store"):
-        return await run_in_threadpool(store_record, state.gallery, record, embedded.embedding, replace)
+        return await run_in_threadpool(
+            store_record, state.gallery, record, embedded.embedding, replace, state.thumbnails, embedded.thumbnail
+        )
 
 
 # -- query ---------------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from models.rerank import RerankParameters
@@ -12,10 +14,12 @@ from service.batching import MicroBatcher
 from service.config import Settings
 from service.decoding import DecodeLimits, TrackletDecoder
 from service.embedder import OnnxEmbedder
+from service.footage.service import FootageService, open_footage
 from service.gallery import Gallery, open_gallery
 from service.metrics import ServiceMetrics
 from service.search.batching import SearchBatcher
 from service.search.searcher import ObservedGallery, Searcher
+from service.thumbnails import ThumbnailStore
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +35,13 @@ class ServiceState:
     decoder: TrackletDecoder
     metrics: ServiceMetrics
     searcher: Searcher
+    footage: FootageService
+    thumbnails: ThumbnailStore
 
     def close(self) -> None:
-        """Stops the embedder after its queued work, then flushes and closes the gallery."""
+        """Stops the footage jobs (running ones end as failed, queued ones wait for the next start), then the
+        embedder after its queued work, then flushes and closes the gallery."""
+        self.footage.close()
         self.batcher.stop()
         if self.searcher.batcher is not None:
             self.searcher.batcher.stop()
@@ -45,6 +53,19 @@ class ServiceState:
 def decode_limits(settings: Settings) -> DecodeLimits:
     """The decoder's limits, read from the settings of the same names (declared once, in `Settings`)."""
     return DecodeLimits(**{limit.name: getattr(settings, limit.name) for limit in dataclasses.fields(DecodeLimits)})
+def open_thumbnails(settings: Settings, gallery: Gallery) -> ThumbnailStore:
+    """The thumbnail folder; files a crash left without a record are swept in the background (only files
+    older than this process, so enrolls that start meanwhile are untouched)."""
+    thumbnails = ThumbnailStore(settings.data_dir, settings.store_thumbnails)
+    started = time.time()
+
+    def claimed(tracklet_id: str) -> bool:
+        record = gallery.get(tracklet_id)
+        return record is not None and record.has_thumbnail
+
+    threading.Thread(target=thumbnails.remove_orphans, args=(claimed, started), name="thumbnail-sweep",
+                     daemon=True).start()  # fmt: skip
+    return thumbnails
 
 
 def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> ServiceState:
@@ -78,6 +99,8 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         )
         gallery.neighbours = searcher.neighbours
         searcher.batcher.start()
+        thumbnails = open_thumbnails(settings, gallery)
+        footage = open_footage(settings, embedder, batcher, gallery, thumbnails)
     except BaseException:
         with contextlib.suppress(Exception):
             gallery.close()
@@ -92,4 +115,4 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         "ready: model %s on %s (providers %s), gallery of %d on %s",
         card.model_version, embedder.device, ",".join(embedder.providers), gallery.count(), gallery.index_device,
     )
-    return ServiceState(settings, embedder, batcher, gallery, decoder, metrics, searcher)
+    return ServiceState(settings, embedder, batcher, gallery, decoder, metrics, searcher, footage, thumbnails)

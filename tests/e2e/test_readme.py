@@ -130,6 +130,11 @@ def media(tmp_path_factory) -> Path:
         for index in range(5):
             ok, data = cv2.imencode(".png", rng.integers(0, 256, (128, 64, 3), dtype=np.uint8))
             archive.writestr(f"{index:04d}.png", data.tobytes())
+    # The footage examples' street.mp4: two people walking across a still background (mp4v).
+    sys.path.insert(0, str(ROOT / "tests" / "service"))
+    from footage_media import street_frames, video_bytes
+
+    (folder / "street.mp4").write_bytes(video_bytes(street_frames(), "mp4v", ".mp4"))
     return folder
 
 
@@ -167,8 +172,12 @@ def readme_service(tmp_path_factory, media, tiny_model):
         process.kill()
 
 
+def is_footage_example(command: str) -> bool:
+    return any(word in command for word in ("service.footage", "/footage", "/jobs", "JOB_ID", "TRACKLET_ID"))
+
+
 def test_curl_examples_run_against_the_service(readme_service, media):
-    curls = [c for c in COMMANDS if c.startswith("curl")]
+    curls = [c for c in COMMANDS if c.startswith("curl") and not is_footage_example(c)]
     assert len(curls) >= 9
     for command in curls:
         command = command.replace("http://localhost:8000", readme_service)
@@ -199,6 +208,25 @@ def test_bulk_import_command_runs(tmp_path, tiny_model):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imported 3 tracklets" in result.stdout
+
+
+def test_footage_examples_run_in_one_shell(readme_service, media):
+    """The footage section's lines in order, in one bash (its variables carry over), each curl with -f so an
+    error answer fails the script; the CLI runs with this interpreter."""
+    lines = [c for c in COMMANDS if is_footage_example(c)]
+    assert sum("service.footage" in line for line in lines) == 2 and sum("/jobs" in line for line in lines) >= 3
+    script = ["set -euo pipefail"]
+    for line in lines:
+        line = line.replace("http://localhost:8000", readme_service).replace(".venv/bin/python", sys.executable)
+        script.append(re.sub(r"\bcurl -s\b", "curl -sf", line))
+    result = subprocess.run(["bash", "-c", "\n".join(script)], cwd=media, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "2 tracklets enrolled" in result.stdout
+    thumbnail = cv2.imread(str(media / "thumbnail.jpg"))
+    assert thumbnail is not None and thumbnail.shape[0] > 16
+    jobs = httpx.get(f"{readme_service}/jobs").json()
+    assert jobs["total"] == 3 and {job["camera_id"] for job in jobs["items"]} == {"gate-3", "gate-4", "gate-5"}
 
 
 def test_configuration_table_lists_every_setting():

@@ -1,0 +1,119 @@
+"""The footage side of the service as one object: the job table, the spool and job folders, and the worker
+pool, opened by the lifespan beside the gallery and closed before it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.decoding.video import video_container
+from service.errors import ServiceError
+from service.footage.jobs import JobStatus, JobStore
+from service.footage.reader import probe_footage
+from service.footage.runner import FootageJobRunner
+from service.footage.work import FootageFolders, FootageJobBody
+from service.gallery import TrackletRecord
+from service.gallery.base import from_epoch_seconds
+
+log = logging.getLogger(__name__)
+
+
+class FootageService:
+    """Args:
+    settings: the service settings (data_dir, footage_* limits).
+    card: the model card (input size and T for the crops).
+    batcher: the shared embedding batcher.
+    enroll: stores one footage tracklet through the enroll path; returns its record as a dict.
+    search: (embedding, top_k) -> matches as dicts.
+    enrolled_record: tracklet id -> its record as a dict, or None (recovery asks the gallery).
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        card: Any,
+        batcher: Any,
+        enroll: Callable[..., dict[str, Any]],
+        search: Callable[[np.ndarray, int], list[dict[str, Any]]],
+        enrolled_record: Callable[[str], dict[str, Any] | None],
+        providers: list[str] | None = None,
+    ):
+        self.settings = settings
+        self.folders = FootageFolders(settings.data_dir)
+        self.store = JobStore(settings.data_dir)
+        interrupted = self.store.recover(enrolled_record)
+        if interrupted:
+            log.warning(
+                "%d footage jobs were interrupted by the last stop and are marked failed: %s",
+                len(interrupted),
+                ", ".join(interrupted),
+            )
+        queued = set(self.store.ids_with_status(JobStatus.queued))
+        self.folders.remove_orphan_videos(keep=queued)
+        body = FootageJobBody(self.store, self.folders, settings, card, batcher, enroll, search, providers)
+        self.runner = FootageJobRunner(
+            self.store,
+            body,
+            settings.footage_workers,
+            settings.footage_queue_size,
+            on_finished=self.folders.remove_video,
+        )
+        self.runner.start()
+        if queued:
+            log.info("%d queued footage jobs resume", len(queued))
+
+    def probe(self, path: Path, name: str) -> Any:
+        """The container's frame size, rate and count, read before decoding: InvalidMediaError (422) when it
+        is not a video, LimitExceededError (413) when its frames are over REID_MAX_FRAME_DIMENSION."""
+        try:
+            with path.open("rb") as file:
+                # Only real containers reach FFmpeg (no playlists, image sequences or raw streams).
+                video_container(file.read(4096))
+            return probe_footage(path, self.settings.max_frame_dimension)
+        except ServiceError as error:
+            # Messages name the upload as the client called it, not the spool file.
+            message = error.message.replace(f"'{path.name}'", f"'{name}'")
+            error.message = message if f"'{name}'" in message else f"'{name}': {message}"
+            error.args = (error.message,)
+            raise
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.store.close()
+
+
+def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, thumbnails: Any) -> FootageService:
+    """The footage service over the loaded model, batcher, gallery and thumbnail store."""
+    # Imported here: the pipeline module imports the service state, which holds this footage service.
+    from service.pipeline import store_record
+
+    card = embedder.card
+
+    def enroll(*, tracklet_id: str, camera_id: str, job_id: str, track_id: int, num_frames: int,
+               embedding: np.ndarray, thumbnail: np.ndarray, start_time: float, end_time: float,
+               frame_start: int, frame_end: int) -> dict[str, Any]:
+        record = TrackletRecord(
+            id=tracklet_id, camera_id=camera_id, metadata={"track_id": track_id}, frames_decoded=num_frames,
+            frames_used=min(num_frames, card.num_frames), start_time=from_epoch_seconds(start_time),
+            end_time=from_epoch_seconds(end_time), job_id=job_id, frame_start=frame_start, frame_end=frame_end,
+        )  # fmt: skip
+        return store_record(gallery, record, embedding, False, thumbnails, thumbnail).model_dump(mode="json")
+
+    def search(embedding: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+        (matches,) = gallery.search(np.asarray(embedding, np.float32).reshape(1, -1), top_k)
+        return [
+            {"rank": rank, "distance": match.distance,
+             **match.record.model_dump(mode="json", include={"id", "person_id", "camera_id", "start_time", "end_time",
+                                                             "job_id", "metadata"})}
+            for rank, match in enumerate(matches, start=1)
+        ]  # fmt: skip
+
+    def enrolled_record(tracklet_id: str) -> dict[str, Any] | None:
+        record = gallery.get(tracklet_id)
+        return record.model_dump(mode="json") if record is not None else None
+
+    return FootageService(settings, card, batcher, enroll, search, enrolled_record, providers=embedder.providers)
