@@ -11,8 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-#: (torso BGR, legs BGR, x at frame 0, top y, pixels per frame): two people crossing in opposite directions.
-WALKERS = (((200, 40, 40), (40, 40, 160), 20, 60, 4.0), ((40, 180, 40), (160, 160, 40), 290, 110, -3.5))
+#: (torso BGR, legs BGR, x at frame 0, top y, pixels per frame): two people entering from either side and
+#: crossing in opposite directions (nobody in the first frames, which a background model learns from).
+WALKERS = (((200, 40, 40), (40, 40, 160), -30, 60, 5.0), ((40, 180, 40), (160, 160, 40), 330, 110, -4.5))
 
 
 def street_frames(frames: int = 60, width: int = 320, height: int = 240,

@@ -85,10 +85,10 @@ def test_tracks_as_json_and_as_motchallenge_text(client, enrolled_job):
     first = tracks[0]["boxes"][0]
     match = [row for row in rows if int(row[1]) == tracks[0]["track_id"] and int(row[0]) == first["frame"] + 1]
     assert float(match[0][2]) == pytest.approx(first["left"]) and float(match[0][5]) == pytest.approx(first["height"])
-    # The walker heading right starts at x=20 and moves 4 px a frame; its box follows it.
+    # The walker heading right enters at x=-30 and moves 5 px a frame; its box follows it.
     walker = min(tracks, key=lambda track: track["boxes"][0]["left"])
     box = walker["boxes"][len(walker["boxes"]) // 2]
-    assert abs(box["left"] - (20 + 4 * box["frame"])) < 8 and abs(box["height"] - 75) < 12
+    assert abs(box["left"] - (-30 + 5 * box["frame"])) < 8 and abs(box["height"] - 75) < 12
 
 
 def test_query_mode_finds_each_track_in_the_gallery(client, enrolled_job, street):

@@ -159,8 +159,9 @@ def test_enroll_with_times_stores_and_returns_them_in_utc(client):
                            "frame_end", "has_thumbnail"}
     # An offset is converted to UTC; a time without one is UTC.
     assert (record["start_time"], record["end_time"]) == ("2026-05-01T08:00:00Z", "2026-05-01T08:00:30.500000Z")
+    # Not from footage; a thumbnail is kept (REID_STORE_THUMBNAILS is on by default).
     assert (record["job_id"], record["frame_start"], record["frame_end"], record["has_thumbnail"]) == (
-        None, None, None, False)
+        None, None, None, True)
     assert client.get("/tracklets/timed").json() == record
     untimed = client.get("/tracklets", params={"limit": 1}).json()["items"][0]
     assert untimed["start_time"] is None and untimed["end_time"] is None
