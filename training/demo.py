@@ -3,8 +3,10 @@
 Generates the synthetic benchmark (MARS layout), trains a small MG-RAFA on the CPU, evaluates it,
 exports it to ONNX with its model card, starts the retrieval service on that model, enrolls the
 gallery through ``POST /tracklets``, sends every query through ``POST /query``, and prints rank-1 and mAP
-computed from the service's answers beside the offline evaluation of the same model. A second run
-reuses the data, the checkpoint and the export it finds.
+computed from the service's answers beside the offline evaluation of the same model. Then the footage
+step: two cameras' synthetic footage through POST /footage (camera A enrolled, camera B searched), with
+each person's rank-1 and the tracker's MOTA and IDF1 per camera. A second run reuses the data, the
+checkpoint, the export and the footage it finds.
 
     python -m training.demo [--serve]
 """
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +173,45 @@ def run_retrieval(url: str, dataset, clients: int = 4) -> tuple[np.ndarray, dict
     return distances, timings
 
 
+def run_footage_step(args: argparse.Namespace, service: ServiceProcess) -> dict | None:
+    """Step 7: synthetic two-camera footage through POST /footage (camera A enrolled, camera B searched), on
+    a second service with its own gallery, so the benchmark's tracklets do not compete with the footage's."""
+    from training.data.synthetic_footage import PRESETS, generate_footage
+    from training.footage_demo import print_footage_report, run_footage_demo
+
+    step("7/7 footage: enroll camera A's video, search with camera B's (POST /footage)")
+    if args.footage_seconds <= 0:
+        print("skipped (--footage-seconds 0)")
+        return None
+    footage_dir = args.data_root.parent / f"footage-{args.footage_seconds:g}s"
+    if (footage_dir / "footage_meta.json").is_file():
+        print(f"reusing the synthetic footage in {footage_dir}")
+    else:
+        spec = replace(PRESETS["default"], width=384, height=288, seconds=args.footage_seconds, num_identities=8,
+                       seed=args.seed)  # fmt: skip
+        generate_footage(footage_dir, spec)
+        print(f"rendered {args.footage_seconds:g} s of 384x288 footage per camera into {footage_dir}")
+    gallery_dir = args.run_dir / "footage-gallery"
+    shutil.rmtree(gallery_dir, ignore_errors=True)
+    gallery_dir.mkdir(parents=True)
+    footage_service = ServiceProcess(args.model.resolve(), gallery_dir.resolve(), free_port())
+    try:
+        import httpx
+
+        with httpx.Client(timeout=10.0) as client:
+            footage_service.wait_ready(client)
+        result = run_footage_demo(footage_service.url, footage_dir)
+    finally:
+        footage_service.stop()
+    print_footage_report(result)
+    return {
+        "rank1": result.rank1, "mAP": result.mean_ap, "queries": result.queries, "gallery": result.gallery_size,
+        "per_person_rank1": {str(identity): hits / total for identity, (hits, total) in result.per_person.items()},
+        "cameras": {camera.camera: {**camera.scores, "job_fps": camera.job["progress"]["fps"],
+                                    "seconds": camera.seconds} for camera in (result.gallery, result.query)},
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("training/configs/synthetic.yaml"))
@@ -183,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a training config value, e.g. --set optim.epochs=2 (repeatable)")
     parser.add_argument("--serve", action="store_true", help="keep the service running at the end (Ctrl-C stops it)")
     parser.add_argument("--fresh", action="store_true", help="rebuild data, model and export from scratch")
+    parser.add_argument("--footage-seconds", type=float, default=20.0,
+                        help="length of each camera's synthetic footage in the footage step (0 skips it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("onnx_ir", "onnxscript", "httpx"):
@@ -193,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(path, ignore_errors=True)
         args.model.unlink(missing_ok=True)
 
-    step("1/6 synthetic benchmark (MARS layout)")
+    step("1/7 synthetic benchmark (MARS layout)")
     ensure_data(args.data_root, args.seed, args.identities)
 
-    step("2/6 training MG-RAFA on the CPU")
+    step("2/7 training MG-RAFA on the CPU")
     checkpoint = ensure_trained(args.config, args.data_root, args.run_dir, args.overrides)
 
-    step("3/6 offline evaluation (PyTorch)")
+    step("3/7 offline evaluation (PyTorch)")
     from training.data import load_dataset
     from training.evaluation import evaluate, metrics_from_cmc
     from training.run_evaluation import evaluate_checkpoint
@@ -207,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     # "test" sampling: T chunk-centre frames, exactly what the service samples.
     offline_report = evaluate_checkpoint(checkpoint, args.data_root, args.run_dir / "eval", mode="test")
 
-    step("4/6 export to ONNX")
+    step("4/7 export to ONNX")
     card = ensure_exported(checkpoint, args.model)
 
-    step("5/6 retrieval service")
+    step("5/7 retrieval service")
     import httpx
 
     gallery_dir = args.run_dir / "gallery"
@@ -222,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             ready = service.wait_ready(client)
         print(f"service ready at {service.url} on {ready.get('device', '?')} (model {card.model_version})")
 
-        step("6/6 enroll the gallery and query it over HTTP")
+        step("6/7 enroll the gallery and query it over HTTP")
         dataset = load_dataset("synthetic", args.data_root)
         distances, timings = run_retrieval(service.url, dataset)
         q_pids = np.array([t.pid for t in dataset.query])
@@ -249,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{'AGREE' if agree else 'DISAGREE'}: offline and service metrics "
               f"{'match' if agree else 'differ by more than'} within {100 * AGREEMENT_TOLERANCE:.1f} points. "
               f"Total {report['total_minutes']:.1f} min. Report: {args.run_dir / 'demo.json'}")
+        footage = run_footage_step(args, service)
+        if footage is not None:
+            report["footage"] = footage
+            (args.run_dir / "demo.json").write_text(json.dumps(report, indent=2) + "\n")
         python = os.path.relpath(sys.executable)
         start_command = f"REID_MODEL_PATH={args.model} REID_DATA_DIR={gallery_dir} {python} -m service"
         if args.serve:

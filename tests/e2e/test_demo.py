@@ -1,5 +1,6 @@
 """The README's first command, end to end on a tiny synthetic set: data -> train -> evaluate -> export ->
-service -> enroll/query over HTTP, offline and service metrics agree; a second run reuses what it built."""
+service -> enroll/query over HTTP, offline and service metrics agree; footage through POST /footage scored
+against its ground truth; a second run reuses what it built."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ TINY = [
     "--set", "model.width=32",
     "--set", "data.num_workers=0",
     "--set", "sampler.num_identities=4",
+    "--footage-seconds", "6",
 ]  # fmt: skip
 
 
@@ -45,9 +47,17 @@ def test_demo_end_to_end_and_rerun(tmp_path):
     for artefact in ("final.pt", "eval/metrics.json", "eval/cmc.png", "eval/ranked_lists.png"):
         assert (tmp_path / "run" / artefact).is_file(), artefact
     assert "/docs" in first.stdout
+    # The footage step: both cameras through POST /footage, scored against the renderer's ground truth.
+    footage = report["footage"]
+    assert set(footage["cameras"]) == {"cam_a", "cam_b"}
+    for scores in footage["cameras"].values():
+        assert 0.0 < scores["idf1"] <= 1.0 and scores["mota"] <= 1.0 and scores["job_fps"] > 0
+    assert footage["queries"] >= 1 and footage["gallery"] >= 1 and 0.0 <= footage["rank1"] <= 1.0
+    assert "cross-camera retrieval from footage: rank-1" in first.stdout and "| person |" in first.stdout
 
     second = run_demo(tmp_path)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    for reused in ("reusing the synthetic benchmark", "reusing the trained model", "reusing the export"):
+    for reused in ("reusing the synthetic benchmark", "reusing the trained model", "reusing the export",
+                   "reusing the synthetic footage"):
         assert reused in second.stdout
     assert json.loads((tmp_path / "run" / "demo.json").read_text())["service"] == report["service"]
