@@ -7,17 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from footage_media import street_frames, video_bytes, wait_for_job
+from footage_media import staggered_walkers, street_frames, video_bytes, wait_for_job
 from live_server import live_server
 
 pytestmark = pytest.mark.slow
-
-
-def staggered_walkers(count: int, every: int) -> list[tuple]:
-    """Walkers entering one after another (every ``every`` frames), so tracklets end all along the video."""
-    colours = [(200, 40, 40), (40, 180, 40), (40, 40, 200), (180, 180, 40), (180, 40, 180), (40, 180, 180)]
-    return [(colours[index % 6], colours[(index + 3) % 6], 20 - 4 * every * index, 40 + (index % 3) * 50, 4.0)
-            for index in range(count)]  # fmt: skip
 
 
 def test_sigkill_during_a_running_job(tiny_model, tmp_path):

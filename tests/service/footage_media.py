@@ -33,6 +33,13 @@ def street_frames(frames: int = 60, width: int = 320, height: int = 240,
     return out
 
 
+def staggered_walkers(count: int, every: int) -> list[tuple]:
+    """Walkers entering one after another (every ``every`` frames), so tracklets end all along the video."""
+    colours = [(200, 40, 40), (40, 180, 40), (40, 40, 200), (180, 180, 40), (180, 40, 180), (40, 180, 180)]
+    return [(colours[index % 6], colours[(index + 3) % 6], -30 - 4 * every * index, 40 + (index % 3) * 50, 4.0)
+            for index in range(count)]  # fmt: skip
+
+
 def video_bytes(frames: Sequence[np.ndarray], fourcc: str = "MJPG", extension: str = ".avi", fps: int = 10) -> bytes:
     height, width = frames[0].shape[:2] if frames else (48, 64)
     with tempfile.TemporaryDirectory() as folder:

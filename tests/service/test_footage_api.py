@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from footage_media import WALKERS, street_frames, video_bytes, wait_for_job
+from footage_media import WALKERS, staggered_walkers, street_frames, video_bytes, wait_for_job
 from test_service_api import assert_error
 
 from models import sample_frame_indices
@@ -221,3 +221,35 @@ def test_thumbnails_can_be_turned_off(tiny_model, tmp_path):
         assert record["has_thumbnail"] is False
         assert_error(private.get(f"/tracklets/{record['id']}/thumbnail"), 404)
         assert list((tmp_path / "thumbnails").iterdir()) == []
+
+
+def test_cancelling_a_running_job_keeps_and_lists_what_it_enrolled(client):
+    long = video_bytes(street_frames(frames=1200, walkers=staggered_walkers(40, 30)))
+    job_id = submit(client, long, camera_id="cam-long").json()["job_id"]
+    deadline = time.monotonic() + 120
+    while len(client.get(f"/jobs/{job_id}").json()["result"]["tracklets"]) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    response = client.delete(f"/jobs/{job_id}")
+    assert response.status_code == 200
+    job = wait_for_job(client, job_id)
+    assert job["status"] == "cancelled" and job["error"] is None
+    assert job["progress"]["frames_processed"] < 1200
+    listed = {record["id"] for record in job["result"]["tracklets"]}
+    stored = client.get("/tracklets", params={"camera_id": "cam-long", "limit": 1000}).json()["items"]
+    assert {record["id"] for record in stored} == listed and len(listed) >= 2
+    # The tracks stop where the job stopped; the video is gone from the spool.
+    rows = client.get(f"/jobs/{job_id}/tracks", params={"format": "mot"}).text.splitlines()
+    assert rows and max(int(row.split(",")[0]) for row in rows) <= job["progress"]["frames_processed"]
+    assert not client.app.state.service.footage.folders.video(job_id).exists()
+    assert_error(client.delete(f"/jobs/{job_id}"), 409)
+
+
+def test_footage_over_its_size_limit_is_refused_while_streaming(tiny_model, tmp_path, street):
+    settings = Settings(model_path=tiny_model, data_dir=tmp_path, device="cpu", intra_op_threads=1,
+                        max_footage_bytes=len(street) // 2, _env_file=None)  # fmt: skip
+    with TestClient(create_app(settings)) as small:
+        error = assert_error(submit(small, street), 413, "upload_too_large")
+        assert str(len(street) // 2) in error["message"]
+        assert list((tmp_path / "footage-spool").iterdir()) == []
+        assert small.get("/jobs").json()["total"] == 0
