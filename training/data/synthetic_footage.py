@@ -7,7 +7,7 @@ every camera, at different times. People are 60 to 200 px tall (at 576 rows; pro
 smaller frames), enter and leave through the frame edges, cross and occlude one another, some walk in
 groups side by side, some stop for a few seconds, each casts a soft shadow on the floor, and one camera has a
 pole in front of the scene (occluding people as in PETS09's lamp post). Pedestrians are the ones of the
-synthetic reID benchmark (:mod:`training.data.synthetic`).
+synthetic reID benchmark (:mod:`training.data.pedestrian`).
 
 Layout written under ``OUT``::
 
@@ -36,7 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data.synthetic import Appearance, draw_person, random_appearance, random_camera, render_background
+from training.data.pedestrian import Appearance, random_appearance, render_person
+from training.data.synthetic_scene import random_camera, render_background
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +202,24 @@ def render_sprite(
     look: Appearance, height: float, phase: float, facing: int
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """The person alone: RGB (h, w, 3) float32, alpha (h, w) float32, and the feet's (x, y) in the sprite."""
-    h, w = int(np.ceil(height * 1.05)) + 4, int(np.ceil(height * 0.75)) + 4
-    feet_x, feet_y = w // 2, h - 2
-    black = np.zeros((h, w, 3), np.uint8)
-    white = np.full((h, w, 3), 255, np.uint8)
-    for canvas in (black, white):
-        draw_person(canvas, look, feet_x, feet_y, height, phase, facing)
-    alpha = np.clip(1.0 - (white.astype(np.float32) - black).max(axis=2) / 255.0, 0.0, 1.0)
-    rgb = black.astype(np.float32) / np.maximum(alpha[..., None], 1e-6)
-    return np.clip(rgb, 0, 255), alpha, feet_x, feet_y
+    person = render_person(look, height, phase, facing)
+    h, w = person.alpha.shape
+    return person.rgb.astype(np.float32), person.alpha, w // 2, int(round(h - 1 - 0.012 * height))
+
+
+def _cast_shadow(frame: np.ndarray, centre_x: float, feet: float, height: float) -> None:
+    """Darken a soft ellipse on the floor (drawn in a patch around it, not over the whole frame)."""
+    rx, ry, blur = int(0.3 * height), int(0.05 * height), max(1.0, 0.02 * height)
+    margin = int(3 * blur) + 2
+    x0, y0 = int(centre_x) - rx - margin, int(feet) - ry - margin
+    x1, y1 = int(centre_x) + rx + margin + 1, int(feet) + ry + margin + 1
+    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x1, frame.shape[1]), min(y1, frame.shape[0])
+    if fx1 <= fx0 or fy1 <= fy0:
+        return
+    shadow = np.zeros((y1 - y0, x1 - x0), np.float32)
+    cv2.ellipse(shadow, (int(centre_x) - x0, int(feet) - y0), (rx, ry), 0, 0, 360, 1.0, -1)
+    shadow = cv2.GaussianBlur(shadow, (0, 0), blur)[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+    frame[fy0:fy1, fx0:fx1] *= 1.0 - 0.35 * shadow[..., None]
 
 
 def _paste(frame: np.ndarray, labels: np.ndarray, label: int, rgb, alpha, left: int, top: int) -> tuple | None:
@@ -258,11 +268,7 @@ def render_camera(spec: FootageSpec, scene: Scene, walks: list[Walk], looks: dic
             boxes = {}
             for (x, feet, height, walked), walk in placed:
                 # Shadow: a soft dark ellipse on the floor, cast to one side (part of the background, not the box).
-                shadow = np.zeros((spec.height, spec.width), np.float32)
-                centre = (int(x + 0.25 * height), int(feet))
-                cv2.ellipse(shadow, centre, (int(0.3 * height), int(0.05 * height)), 0, 0, 360, 1.0, -1)
-                shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, 0.02 * height))
-                frame *= 1.0 - 0.35 * shadow[..., None]
+                _cast_shadow(frame, x + 0.25 * height, feet, height)
                 facing = 1 if walk.x1 > walk.x0 else -1
                 phase = phases[walk.identity] + walked * 2 * np.pi / 0.75
                 rgb, alpha, fx, fy = render_sprite(looks[walk.identity], height, phase, facing)
