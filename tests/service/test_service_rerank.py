@@ -10,6 +10,7 @@ import pytest
 
 from models.rerank import RerankParameters, gallery_neighbour_lists, ranked_by_distance, rerank_query
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
+from service.gallery.index_kinds import IndexKind, IndexOptions
 from service.search.batching import SearchBatcher
 from service.search.searcher import ObservedGallery, Searcher
 
@@ -30,9 +31,17 @@ def offline_top(query: np.ndarray, gallery: np.ndarray, ids: list[str], top_k: i
     return [ids[shortlist[i]] for i in ranked_by_distance(reranked, np.arange(len(shortlist)))[:top_k]]
 
 
-@pytest.fixture
-def searcher(tmp_path):
-    gallery = ObservedGallery(SqliteGallery(tmp_path / "g", DIM, VERSION))
+#: Every index kind, searched exhaustively so that its answers (and so the re-ranking) are exact.
+KINDS = {
+    "flat": IndexOptions(kind=IndexKind.FLAT),
+    "ivf": IndexOptions(kind=IndexKind.IVF, ivf_storage="flat", min_train_size=100, ivf_nprobe=64),
+    "hnsw": IndexOptions(kind=IndexKind.HNSW, min_train_size=100, hnsw_ef_search=512),
+}
+
+
+@pytest.fixture(params=list(KINDS))
+def searcher(request, tmp_path):
+    gallery = ObservedGallery(SqliteGallery(tmp_path / "g", DIM, VERSION, index_options=KINDS[request.param]))
     searcher = Searcher(gallery, PARAMETERS, neighbour_capacity=500)
     gallery.neighbours = searcher.neighbours
     yield searcher
@@ -66,6 +75,7 @@ def test_online_rerank_equals_offline_and_stays_equal_as_the_gallery_changes(sea
             assert online == offline_top(query, matrix, order, 10)
 
     check()
+    assert searcher.gallery.index.kind.value == next(k for k, o in KINDS.items() if o is searcher.gallery.index.options)
     assert len(searcher.neighbours) > 0 and searcher.neighbours.misses > 0
     # Re-ranking really re-orders: the answer is not the plain nearest-first list.
     plain = [[hit.record.id for hit in searcher.search(query, 10)] for query in queries]
