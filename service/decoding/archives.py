@@ -22,6 +22,7 @@ import stat
 import struct
 import tarfile
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 
 from service.decoding.common import DecodeLimits, NamedMedia
@@ -199,7 +200,7 @@ def _zip_members(data: bytes, limits: DecodeLimits) -> list[NamedMedia]:
                 # The declared size can lie; reading is capped by the remaining budget all the same.
                 with archive.open(entry) as stream:
                     content = _read_capped(stream, budget, entry.filename, limits)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:
+            except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError) as error:
                 raise InvalidMediaError(f"Archive entry '{entry.filename}' cannot be read ({error}).") from error
             budget -= len(content)
             members.append(NamedMedia(str(path), content))
@@ -297,7 +298,7 @@ def _tar_members(data: bytes, kind: str, limits: DecodeLimits) -> list[NamedMedi
                 if stream is None:
                     raise UnsafeArchiveError(f"Archive entry '{member.name}' is not a regular file.")
                 members.append(NamedMedia(str(path), stream.read()))
-    except (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError) as error:
+    except (tarfile.TarError, zlib.error, OSError, EOFError, ValueError, lzma.LZMAError) as error:
         raise InvalidMediaError(f"The .tar archive is truncated or corrupt ({error}).") from error
     if entry_count == 0:
         raise InvalidMediaError(_NOT_AN_ARCHIVE)

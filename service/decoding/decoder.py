@@ -10,9 +10,11 @@ since later frames depend on them, but never converted); the pixels decoded for 
 from __future__ import annotations
 
 import contextlib
+import lzma
 import os
 import struct
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -43,6 +45,18 @@ def vp8_keyframe_size(packet: bytes) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack("<HH", packet[6:10])
     return width & 0x3FFF, height & 0x3FFF
+
+
+# Errors the decoding libraries raise on bad input: always the client's (422), never a 500.
+_LIBRARY_ERRORS = (cv2.error, zlib.error, lzma.LZMAError, struct.error, EOFError)
+
+
+@contextlib.contextmanager
+def _input_errors_are_the_clients(what: str) -> Iterator[None]:
+    try:
+        yield
+    except _LIBRARY_ERRORS as error:
+        raise InvalidMediaError(f"The {what} cannot be decoded ({type(error).__name__}).") from error
 
 
 class TrackletDecoder:
@@ -113,6 +127,10 @@ class TrackletDecoder:
         header gives a size within the limit; only the sampled ones are decoded."""
         if not images:
             raise InvalidMediaError("No frames were uploaded.")
+        with _input_errors_are_the_clients("upload"):
+            return self._decode_images(images)
+
+    def _decode_images(self, images: Sequence[NamedMedia]) -> DecodedTracklet:
         self._check_frame_count(len(images), "upload")
         headers: list[tuple[str, tuple[int, int], str]] = []
         for position, image in enumerate(images):
@@ -138,7 +156,8 @@ class TrackletDecoder:
 
     def decode_archive(self, data: bytes) -> DecodedTracklet:
         """Frames given as a .zip or .tar of image files, ordered by file name."""
-        members = read_archive(data, self.limits)
+        with _input_errors_are_the_clients("archive"):
+            members = read_archive(data, self.limits)
         if not members:
             raise InvalidMediaError("The archive holds no frame files.")
         return self.decode_images(members)
@@ -181,7 +200,7 @@ class TrackletDecoder:
                         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
                     kept[position] = to_model_frame(image, self.height, self.width)
             return self._pack(kept, indices, frame_count)
-        except cv2.error as error:
+        except _LIBRARY_ERRORS as error:
             raise InvalidMediaError("The video cannot be decoded.") from error
         finally:
             for path in spill:

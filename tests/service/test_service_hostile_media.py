@@ -463,3 +463,65 @@ def test_sparse_tar_members_are_refused(decoder):
         archive.addfile(info)
     with pytest.raises(InvalidMediaError, match="sparse"):
         decoder.decode_archive(buffer.getvalue())
+
+
+# ------------------------------------------------------------------------------------- mutated inputs
+def mutations(data: bytes, count: int, seed: int) -> list[bytes]:
+    """``count`` copies of the bytes with a few random bytes changed, some also cut short."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        mutated = bytearray(data)
+        for position in rng.integers(0, len(mutated), size=int(rng.choice([1, 3, 10]))):
+            mutated[position] = int(rng.integers(0, 256))
+        out.append(bytes(mutated[: int(rng.integers(len(mutated) // 2, len(mutated)))] if rng.random() < 0.2
+                         else mutated))
+    return out
+
+
+def test_corrupted_images_and_archives_are_always_the_clients_error():
+    """Damaged files of every accepted kind: whatever the decoding library raises becomes a 4xx error."""
+    from service.errors import ServiceError
+
+    decoder = TrackletDecoder(HEIGHT, WIDTH, T)
+    frame = level_frames([90], 24, 16)[0]
+    members = [(f"{k}.png", encode_image(frame)) for k in range(4)]
+    samples = {extension: encode_image(frame, extension) for extension in (".png", ".jpg", ".tiff", ".gif", ".webp",
+                                                                           ".bmp")}
+    archives = {"zip": zip_bytes(members, zipfile.ZIP_DEFLATED), "tar.gz": tar_bytes(members, "w:gz"),
+                "tar.bz2": tar_bytes(members, "w:bz2"), "tar.xz": tar_bytes(members, "w:xz")}
+    for seed, (name, data) in enumerate([*samples.items(), *archives.items()]):
+        for mutated in mutations(data, 40, seed):
+            try:
+                if name in archives:
+                    decoder.decode_archive(mutated)
+                else:
+                    decoder.decode_images([NamedMedia(f"frame{name}", mutated)])
+            except ServiceError as error:
+                assert 400 <= error.status_code < 500, (name, error)
+
+
+def test_corrupted_videos_are_always_the_clients_error_and_never_crash():
+    """In a child process, so that a crash inside FFmpeg would show as a failure rather than end the run."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, "tests/service")
+        from service_media import encode_video, level_frames
+        from test_service_hostile_media import mutations
+        from service.decoding import TrackletDecoder
+        from service.errors import ServiceError
+        decoder = TrackletDecoder(32, 16, 4)
+        frames = level_frames([10, 60, 110, 160, 210, 250])
+        for seed, (fourcc, extension) in enumerate([("mp4v", ".mp4"), ("MJPG", ".avi"), ("VP80", ".mkv")]):
+            for mutated in mutations(encode_video(frames, fourcc, extension), 30, seed):
+                try:
+                    decoder.decode_video(mutated)
+                except ServiceError as error:
+                    assert 400 <= error.status_code < 500, error
+        print("survived")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0 and "survived" in result.stdout, result.stderr[-2000:]
