@@ -99,3 +99,16 @@ def png_header_only(width: int, height: int) -> bytes:
     idat_data = zlib.compress(b"\x00" * 64)
     idat = struct.pack(">I", len(idat_data)) + b"IDAT" + idat_data + struct.pack(">I", zlib.crc32(b"IDAT" + idat_data))
     return b"\x89PNG\r\n\x1a\n" + chunk + idat
+
+
+def mutations(data: bytes, count: int, seed: int) -> list[bytes]:
+    """``count`` copies of the bytes with a few random bytes changed, some also cut short."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        mutated = bytearray(data)
+        for position in rng.integers(0, len(mutated), size=int(rng.choice([1, 3, 10]))):
+            mutated[position] = int(rng.integers(0, 256))
+        out.append(bytes(mutated[: int(rng.integers(len(mutated) // 2, len(mutated)))] if rng.random() < 0.2
+                         else mutated))
+    return out
