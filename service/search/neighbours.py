@@ -132,6 +132,12 @@ class NeighbourCache:
                 if not holders:
                     del self._listed_by[neighbour]
 
+    def vectors_of(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The embeddings the cache holds (those of the owners of cached lists) among ``tracklet_ids``."""
+        with self._lock:
+            return {identifier: self._vectors[entry.slot].copy() for identifier in tracklet_ids
+                    if (entry := self._entries.get(identifier)) is not None}
+
     # -- gallery changes -----------------------------------------------------------------------------------
     def added(self, vectors: np.ndarray) -> None:
         """New tracklets with these embeddings (n, d): drops every list one of them would enter."""

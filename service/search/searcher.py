@@ -122,11 +122,15 @@ class Searcher:
                 for matches in results]
 
     def _embeddings(self, tracklet_ids: list[str]) -> dict[str, np.ndarray]:
+        """Stored embeddings: those the neighbour cache holds, the rest read from the gallery (in bulk if it can)."""
+        wanted = list(dict.fromkeys(tracklet_ids))
+        found = self.neighbours.vectors_of(wanted)
+        missing = [tracklet_id for tracklet_id in wanted if tracklet_id not in found]
         bulk = getattr(self.gallery, "get_embeddings", None)
         if bulk is not None:
-            return bulk(list(dict.fromkeys(tracklet_ids)))
-        found = {}
-        for tracklet_id in dict.fromkeys(tracklet_ids):
+            found.update(bulk(missing) if missing else {})
+            return found
+        for tracklet_id in missing:
             embedding = self.gallery.get_embedding(tracklet_id)
             if embedding is not None:
                 found[tracklet_id] = embedding
