@@ -174,3 +174,29 @@ def test_bad_shapes_and_prefixes():
     assert split_layout_prefix("C:/models/m.onnx") == (None, "C:/models/m.onnx")
     with pytest.raises(ValueError, match="REID_DETECTOR"):
         make_detector(FootageSettings(detector="hog"))
+
+
+def test_pipeline_runs_an_onnx_detector_chosen_by_path(tmp_path):
+    """REID_DETECTOR=/path/model.onnx through run_footage: the constant boxes become steady tracks."""
+    import cv2
+
+    from service.footage.pipeline import run_footage
+
+    output = padded(rows(num_classes=80, objectness=True), 300)[None]
+    path = constant_model(tmp_path / "v5.onnx", output)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (FRAME_W, FRAME_H))
+    for _ in range(20):
+        writer.write(frame())
+    writer.release()
+    got = []
+    summary = run_footage(video, card_height=64, card_width=32, on_tracklet=got.append,
+                          settings=FootageSettings(detector=path, min_track_frames=5, min_box_height=50))  # fmt: skip
+    # Two tracks over every frame; the third person's score (0.4) is under the tracker's high score (0.5):
+    # low-score detections only continue tracks, they never start one.
+    assert len(summary.tracks) == 2
+    for boxes in summary.tracks.values():
+        assert [b[0] for b in boxes] == list(range(20))
+    heights = sorted(round(boxes[-1][4]) for boxes in summary.tracks.values())
+    assert heights == [160, 220]
+    assert len(got) == 2 and all(t.crops[0].shape == (64, 32, 3) for t in got)
