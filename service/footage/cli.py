@@ -34,10 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--start-time", help="ISO 8601 time of the first frame (tracklets then get absolute times)")
     parser.add_argument("--mode", choices=("enroll", "query"), default="enroll", help="default: enroll")
     parser.add_argument("--top-k", type=int, default=5, help="matches per tracklet in query mode (default 5)")
-    parser.add_argument("--url", default=os.environ.get("REID_URL", "http://127.0.0.1:8000"),
-                        help="the service (default: $REID_URL, else http://127.0.0.1:8000)")
-    parser.add_argument("--api-key", default=os.environ.get("REID_CLIENT_API_KEY"),
-                        help="an accepted API key (default: $REID_CLIENT_API_KEY)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("REID_URL", "http://127.0.0.1:8000"),
+        help="the service (default: $REID_URL, else http://127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("REID_CLIENT_API_KEY"),
+        help="an accepted API key (default: $REID_CLIENT_API_KEY)",
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between progress checks (default 0.5)")
     return parser.parse_args(argv)
 
@@ -111,8 +117,10 @@ def summary_table(job: dict[str, Any]) -> str:
     progress = job["progress"]
     fps = f" at {progress['fps']:.1f} fps" if progress.get("fps") else ""
     verb = "enrolled" if job["mode"] == "enroll" else "searched"
-    lines.append(f"job {job['job_id']} {job['status']}: {progress['frames_processed']} frames{fps}, "
-                 f"{progress['tracks']} tracks, {len(rows)} tracklets {verb}")
+    lines.append(
+        f"job {job['job_id']} {job['status']}: {progress['frames_processed']} frames{fps}, "
+        f"{progress['tracks']} tracks, {len(rows)} tracklets {verb}"
+    )
     lines.extend(f"warning: {warning}" for warning in job["warnings"])
     if job["error"]:
         lines.append(f"error: {job['error']}")

@@ -9,6 +9,7 @@ and embedding them is the caller's part (the same sampling as uploads, through t
 
 from __future__ import annotations
 
+import array
 import itertools
 import time
 from collections.abc import Callable
@@ -108,9 +109,9 @@ class FootageSummary:
     """The stream ended before the frame count its container announced (what decoded was processed)."""
     stopped: bool
     """should_stop() said so: the remaining frames were not read, open tracks were not cut."""
-    tracks: dict[int, list[Box]]
-    """Every confirmed track's boxes (frame 0-based, x, y, w, h, score) by track id, gaps up to
-    interpolate_gap_s filled; ``format_mot(tracks)`` is the MOTChallenge text."""
+    tracks: dict[int, np.ndarray]
+    """Every confirmed track's boxes by track id: (N, 6) float64 rows (frame 0-based, x, y, w, h, score),
+    gaps up to interpolate_gap_s filled; ``format_mot(tracks)`` is the MOTChallenge text."""
     tracklets: int
     dropped_tracklets: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -142,30 +143,39 @@ def make_detector(settings: FootageSettings, providers: list[str] | None = None)
     raise ValueError(f"REID_DETECTOR must be 'background', 'background-knn' or a path to an .onnx file, got {name!r}")
 
 
-def interpolate_gaps(boxes: list[Box], max_gap: int) -> list[Box]:
-    """Boxes sorted by frame with gaps of at most ``max_gap`` frames filled linearly (score of the gap's
-    ends' minimum); longer gaps stay gaps."""
-    boxes = sorted(boxes)
-    out: list[Box] = []
-    for current in boxes:
-        if out and 1 < current[0] - out[-1][0] <= max_gap + 1:
-            previous = out[-1]
-            span = current[0] - previous[0]
-            for step in range(1, span):
-                t = step / span
-                values = [previous[k] + t * (current[k] - previous[k]) for k in range(1, 5)]
-                out.append((previous[0] + step, *values, min(previous[5], current[5])))
-        if not out or current[0] > out[-1][0]:
-            out.append(current)
-    return out
+def interpolate_gaps(boxes: np.ndarray | list[Box], max_gap: int) -> np.ndarray:
+    """(N, 6) rows (frame, x, y, w, h, score) sorted by frame, gaps of at most ``max_gap`` missing frames
+    filled linearly (score: the smaller of the gap's ends); longer gaps stay gaps."""
+    rows = np.asarray(boxes, np.float64).reshape(-1, 6)
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    if len(rows) < 2:
+        return rows
+    pieces = [rows[:1]]
+    for previous, current in zip(rows[:-1], rows[1:], strict=True):
+        span = int(current[0] - previous[0])
+        if span < 1:
+            continue  # the same frame twice: keep the first
+        if 1 < span <= max_gap + 1:
+            t = (np.arange(1, span) / span)[:, None]
+            filled = previous[None, :] + t * (current - previous)[None, :]
+            filled[:, 0] = previous[0] + np.arange(1, span)
+            filled[:, 5] = min(previous[5], current[5])
+            pieces.append(filled)
+        pieces.append(current[None])
+    return np.concatenate(pieces)
 
 
-def format_mot(tracks: dict[int, list[Box]]) -> str:
+def format_mot(tracks: dict[int, np.ndarray | list[Box]]) -> str:
     """MOTChallenge text: ``frame,id,left,top,width,height,conf,-1,-1,-1`` with 1-based frames, by frame."""
-    rows = sorted((box[0], track_id, box) for track_id, boxes in tracks.items() for box in boxes)
+    parts = [np.c_[np.asarray(b, np.float64).reshape(-1, 6)[:, :1], np.full((len(b), 1), tid),
+                   np.asarray(b, np.float64).reshape(-1, 6)[:, 1:]]
+             for tid, b in tracks.items() if len(b)]  # fmt: skip
+    if not parts:
+        return ""
+    rows = np.concatenate(parts)
+    rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
     return "".join(
-        f"{frame + 1},{track_id},{b[1]:.2f},{b[2]:.2f},{b[3]:.2f},{b[4]:.2f},{b[5]:.3f},-1,-1,-1\n"
-        for frame, track_id, b in rows
+        f"{int(r[0]) + 1},{int(r[1])},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.2f},{r[6]:.3f},-1,-1,-1\n" for r in rows
     )
 
 
@@ -210,7 +220,8 @@ def run_footage(
         min_frames=settings.min_track_frames, min_box_height=settings.min_box_height,
         max_crops=settings.max_crops, camera_id=camera_id,
     )  # fmt: skip
-    tracks: dict[int, list[Box]] = {}
+    # Compact per-track storage (24 bytes a box) so hours of footage keep every box for the MOT export.
+    tracks: dict[int, array.array] = {}
     seconds = {"read": 0.0, "detect": 0.0, "track": 0.0, "cut": 0.0}
     started = last_progress = time.perf_counter()
     was_cancelled = False
@@ -258,7 +269,7 @@ def run_footage(
         current = np.asarray([b.detection for b in boxes if b.current], np.float32).reshape(-1, 4)
         for b in boxes:
             x1, y1, x2, y2 = (float(v) for v in b.box)
-            tracks.setdefault(b.track_id, []).append((b.frame, x1, y1, x2 - x1, y2 - y1, b.score))
+            tracks.setdefault(b.track_id, array.array("f")).extend((b.frame, x1, y1, x2 - x1, y2 - y1, b.score))
             others = current[~np.all(current == b.detection, axis=1)] if b.current else current
             cutter.observe(b.track_id, b.frame, frame if b.current else None, b.detection, b.score, others)
         for track_id in ended:
@@ -284,7 +295,9 @@ def run_footage(
         height=info.height,
         truncated=reader.truncated,
         stopped=was_cancelled,
-        tracks={tid: interpolate_gaps(b, max_gap) for tid, b in tracks.items()},
+        tracks={
+            tid: interpolate_gaps(np.frombuffer(b, np.float32).reshape(-1, 6), max_gap) for tid, b in tracks.items()
+        },
         tracklets=cutter.emitted,
         dropped_tracklets=cutter.dropped,
         seconds=seconds,

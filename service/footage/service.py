@@ -93,9 +93,20 @@ def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, thumb
 
     card = embedder.card
 
-    def enroll(*, tracklet_id: str, camera_id: str, job_id: str, track_id: int, num_frames: int,
-               embedding: np.ndarray, thumbnail: np.ndarray, start_time: float, end_time: float,
-               frame_start: int, frame_end: int) -> dict[str, Any]:
+    def enroll(
+        *,
+        tracklet_id: str,
+        camera_id: str,
+        job_id: str,
+        track_id: int,
+        num_frames: int,
+        embedding: np.ndarray,
+        thumbnail: np.ndarray,
+        start_time: float,
+        end_time: float,
+        frame_start: int,
+        frame_end: int,
+    ) -> dict[str, Any]:
         record = TrackletRecord(
             id=tracklet_id, camera_id=camera_id, metadata={"track_id": track_id}, frames_decoded=num_frames,
             frames_used=min(num_frames, card.num_frames), start_time=from_epoch_seconds(start_time),
