@@ -49,11 +49,16 @@ When REID_API_KEY is set, every endpoint except /healthz needs `Authorization: B
 Errors always have the shape `{"error": {"code", "message", "request_id"}}`; the request id is also in the
 X-Request-ID header and in the server's log line for that request.
 
+Media: images in PNG, JPEG, GIF, BMP, WebP or TIFF; videos in MP4/MOV, MKV/WebM, AVI or MPEG-TS; .zip or
+.tar(.gz/.bz2/.xz) archives of images, not nested. Each is recognised by its first bytes; anything else is 422.
+
 Limits (settings, see /model for the model's own): request body REID_MAX_UPLOAD_BYTES (64 MiB; 413), sent
 within REID_BODY_TIMEOUT_S (60 s; 408); REID_MAX_FRAMES frames (2000; 413), each at most
-REID_MAX_FRAME_DIMENSION pixels a side (4096; 413, read from the header before decoding); archives of at most
-REID_MAX_ARCHIVE_ENTRIES entries (2000) and REID_MAX_ARCHIVE_BYTES uncompressed (128 MiB), no links, devices
-or paths outside the archive (413/422); person_id and camera_id at most 256 characters without control
+REID_MAX_FRAME_DIMENSION pixels a side (4096; 413, read from the header before decoding); at most
+REID_MAX_DECODED_PIXELS decoded per request (413); archives of at most REID_MAX_ARCHIVE_ENTRIES entries (2000)
+and REID_MAX_ARCHIVE_BYTES read out of them, headers included (128 MiB), no links, devices or paths outside
+the archive (413/422); a request with both Content-Length and Transfer-Encoding, or a multipart body without
+its closing boundary, is 400; person_id and camera_id at most 256 characters without control
 characters, tracklet_id at most 128 of `A-Za-z0-9._:@-`, metadata a JSON object of at most
 REID_MAX_METADATA_BYTES (16 KiB; 422). Text fields that are not valid UTF-8 are read as Latin-1 (one
 character per byte). Backpressure: more than REID_MAX_CONCURRENT_UPLOADS enrolls/queries in progress (32), or
