@@ -1,4 +1,6 @@
-"""Persistent state of footage jobs: one SQLite table in the data directory (``jobs.sqlite3``).
+"""Persistent state of footage jobs: SQLite in the data directory (``jobs.sqlite3``), one row per job in
+``footage_jobs`` plus its results in ``footage_job_results`` (one row per enrolled record or query result,
+appended; so a job with thousands of tracklets never rewrites a growing list).
 
 A job is written before the upload is acknowledged (202), and every change of its state commits with
 ``synchronous=FULL``, so what a client was told survives a crash. The life of a job:
@@ -54,11 +56,16 @@ CREATE TABLE IF NOT EXISTS footage_jobs (
     fps REAL,
     error TEXT,
     warnings TEXT NOT NULL DEFAULT '[]',
-    pending TEXT NOT NULL DEFAULT '[]',
-    enrolled TEXT NOT NULL DEFAULT '[]',
-    queries TEXT NOT NULL DEFAULT '[]'
+    pending TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS footage_jobs_status ON footage_jobs(status);
+CREATE TABLE IF NOT EXISTS footage_job_results (
+    row_id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS footage_job_results_job ON footage_job_results(job_id);
 """
 
 
@@ -113,22 +120,22 @@ class Job(BaseModel):
 
 _COLUMNS = (
     "id, status, mode, camera_id, start_time, top_k, video_name, video_bytes, created_at, started_at, finished_at, "
-    "frames_processed, frames_total, tracks, tracklets, fps, error, warnings, pending, enrolled, queries"
+    "frames_processed, frames_total, tracks, tracklets, fps, error, warnings, pending"
 )
 
 
-def _job_from_row(row: tuple) -> Job:
+def _job_from_row(row: tuple, results: list[tuple[str, str]]) -> Job:
     (identifier, status, mode, camera_id, start_time, top_k, video_name, video_bytes, created_at, started_at,
-     finished_at, frames_processed, frames_total, tracks, tracklets, fps, error, warnings, pending, enrolled,
-     queries) = row  # fmt: skip
+     finished_at, frames_processed, frames_total, tracks, tracklets, fps, error, warnings, pending) = row  # fmt: skip
     return Job(
         id=identifier, status=JobStatus(status), mode=JobMode(mode), camera_id=camera_id, start_time=start_time,
         top_k=top_k, video_name=video_name, video_bytes=video_bytes, created_at=created_at, started_at=started_at,
         finished_at=finished_at,
         progress=JobProgress(frames_processed=frames_processed, frames_total=frames_total, tracks=tracks,
                              tracklets=tracklets, fps=fps),
-        error=error, warnings=json.loads(warnings), pending=json.loads(pending), enrolled=json.loads(enrolled),
-        queries=json.loads(queries),
+        error=error, warnings=json.loads(warnings), pending=json.loads(pending),
+        enrolled=[json.loads(payload) for kind, payload in results if kind == "enrolled"],
+        queries=[json.loads(payload) for kind, payload in results if kind == "query"],
     )  # fmt: skip
 
 
@@ -172,10 +179,15 @@ class JobStore:
                 raise storage_error(error) from None
 
     # -- reads ---------------------------------------------------------------------------------------------
+    def _results(self, job_id: str) -> list[tuple[str, str]]:
+        return self._db.execute(
+            "SELECT kind, payload FROM footage_job_results WHERE job_id = ? ORDER BY row_id", (job_id,)
+        ).fetchall()
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM footage_jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job_from_row(row) if row else None
+            return _job_from_row(row, self._results(job_id)) if row else None
 
     def list(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[Job], int]:
         """Newest first."""
@@ -186,7 +198,7 @@ class JobStore:
                 f"SELECT {_COLUMNS} FROM footage_jobs {where} ORDER BY row_id DESC LIMIT ? OFFSET ?",
                 (*parameters, limit, offset),
             ).fetchall()
-        return [_job_from_row(row) for row in rows], total
+            return [_job_from_row(row, self._results(row[0])) for row in rows], total
 
     def count_unfinished(self) -> int:
         with self._lock:
@@ -234,6 +246,10 @@ class JobStore:
             db.execute("UPDATE footage_jobs SET warnings = ? WHERE id = ?",
                        (json.dumps([*json.loads(warnings), warning]), job_id))  # fmt: skip
 
+    def _add_result(self, db: sqlite3.Connection, job_id: str, kind: str, payload: dict[str, Any]) -> None:
+        db.execute("INSERT INTO footage_job_results(job_id, kind, payload) VALUES (?, ?, ?)",
+                   (job_id, kind, json.dumps(payload)))  # fmt: skip
+
     def _append(self, db: sqlite3.Connection, job_id: str, column: str, item: Any) -> None:
         (text,) = db.execute(f"SELECT {column} FROM footage_jobs WHERE id = ?", (job_id,)).fetchone()
         db.execute(
@@ -252,11 +268,11 @@ class JobStore:
             remaining = [identifier for identifier in json.loads(pending) if identifier != tracklet_id]
             db.execute("UPDATE footage_jobs SET pending = ? WHERE id = ?", (json.dumps(remaining), job_id))
             if record is not None:
-                self._append(db, job_id, "enrolled", record)
+                self._add_result(db, job_id, "enrolled", record)
 
     def add_query_result(self, job_id: str, result: dict[str, Any]) -> None:
         with self._transaction() as db:
-            self._append(db, job_id, "queries", result)
+            self._add_result(db, job_id, "query", result)
 
     def finish(
         self, job_id: str, status: JobStatus, error: str | None = None, progress: JobProgress | None = None
@@ -290,10 +306,13 @@ class JobStore:
             for tracklet_id in job.pending:
                 self.settle_pending(job_id, tracklet_id, enrolled_record(tracklet_id))
             job = self.get(job_id)
+            if job.mode is JobMode.enroll:
+                kept = f"the {len(job.enrolled)} tracklets it had enrolled are kept and listed"
+            else:
+                kept = f"the results of its {len(job.queries)} searched tracklets are kept"
             self.finish(
                 job_id, JobStatus.failed,
                 f"The service stopped (restart or crash) while this job was running, after "
-                f"{job.progress.frames_processed} frames; the {len(job.enrolled)} tracklets it had enrolled are "
-                "kept and listed. Upload the footage again to process the rest.",
+                f"{job.progress.frames_processed} frames; {kept}. Upload the footage again to process the rest.",
             )  # fmt: skip
         return interrupted
