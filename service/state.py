@@ -107,6 +107,7 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         raise
     metrics.add_gauge("reid_gallery_size", "Tracklets enrolled in the gallery.", gallery.count)
     metrics.add_gauge("reid_embed_queue_depth", "Tracklets waiting for the embedder.", lambda: batcher.queue_depth)
+    metrics.add_gauge("reid_footage_jobs_unfinished", "Footage jobs queued or running.", footage.store.count_unfinished)
     metrics.add_info(
         "reid_model_info", "The loaded model and where it runs (value is always 1).",
         {"model_version": card.model_version, "device": embedder.device, "index_device": gallery.index_device},

@@ -110,6 +110,10 @@ def test_query_mode_finds_each_track_in_the_gallery(client, enrolled_job, street
     assert client.get("/tracklets").json()["total"] == 2  # query mode stores nothing
 
 
+def test_unfinished_footage_jobs_are_a_metric(client, enrolled_job):
+    assert "reid_footage_jobs_unfinished 0" in client.get("/metrics").text
+
+
 def test_jobs_list_newest_first_and_pages(client, enrolled_job):
     page = client.get("/jobs", params={"limit": 1}).json()
     assert page["total"] >= 2 and len(page["items"]) == 1
