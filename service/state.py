@@ -14,6 +14,7 @@ from service.batching import MicroBatcher
 from service.config import Settings
 from service.decoding import DecodeLimits, TrackletDecoder
 from service.embedder import OnnxEmbedder
+from service.errors import StorageUnavailableError
 from service.footage.service import FootageService, open_footage
 from service.gallery import Gallery, open_gallery
 from service.metrics import ServiceMetrics
@@ -45,9 +46,18 @@ class ServiceState:
         self.batcher.stop()
         if self.searcher.batcher is not None:
             self.searcher.batcher.stop()
-        size = self.gallery.count()
+        size = gallery_size_or_nan(self.gallery)
         self.gallery.close()
-        log.info("shut down: embedder stopped, gallery of %d flushed and closed", size)
+        log.info("shut down: embedder stopped, gallery of %s flushed and closed", size)
+
+
+def gallery_size_or_nan(gallery: Gallery) -> float:
+    """The gallery's size, or NaN while its storage cannot answer (a remote gallery that went away): /metrics
+    and shutdown keep working then; /readyz says why."""
+    try:
+        return gallery.count()
+    except StorageUnavailableError:
+        return float("nan")
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
@@ -105,7 +115,8 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         with contextlib.suppress(Exception):
             gallery.close()
         raise
-    metrics.add_gauge("reid_gallery_size", "Tracklets enrolled in the gallery.", gallery.count)
+    metrics.add_gauge("reid_gallery_size", "Tracklets enrolled in the gallery (NaN while it is unreachable).",
+                      lambda: gallery_size_or_nan(gallery))
     metrics.add_gauge("reid_embed_queue_depth", "Tracklets waiting for the embedder.", lambda: batcher.queue_depth)
     metrics.add_gauge("reid_footage_jobs_unfinished", "Footage jobs queued or running.", footage.store.count_unfinished)
     metrics.add_info(

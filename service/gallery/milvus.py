@@ -237,7 +237,15 @@ class MilvusGallery:
 
     def _call(self, action: str, function: Callable[..., T], *args, **kwargs) -> T:
         with self._storage(action):
-            return function(*args, timeout=self.timeout_s, **kwargs)
+            try:
+                return function(*args, timeout=self.timeout_s, **kwargs)
+            except self._errors as error:
+                if not _not_loaded(error):
+                    raise
+                # A restarted Milvus Lite (or a collection someone released) must be loaded again.
+                log.warning("Milvus collection %r was not loaded; loading it", self.collection)
+                self.client.load_collection(self.collection, timeout=self.timeout_s)
+                return function(*args, timeout=self.timeout_s, **kwargs)
 
     def _query(self, expression: str, fields: list[str], **kwargs) -> list[dict[str, Any]]:
         return list(self._call("be read", self.client.query, self.collection, filter=expression,
@@ -337,8 +345,12 @@ class MilvusGallery:
         if self._closed:
             return False, "the gallery is closed"
         try:
-            if not self.client.has_collection(self.collection, timeout=min(self.timeout_s, 5.0)):
+            timeout = min(self.timeout_s, 5.0)
+            if not self.client.has_collection(self.collection, timeout=timeout):
                 return False, f"Milvus at {self.uri} has no collection {self.collection!r}"
+            state = self.client.get_load_state(self.collection, timeout=timeout).get("state")
+            if getattr(state, "name", str(state)) != "Loaded":
+                self.client.load_collection(self.collection, timeout=self.timeout_s)
         except self._errors as error:
             return False, f"Milvus at {self.uri} cannot be reached: {_reason(error)}"
         return True, "ok"
@@ -433,6 +445,12 @@ class MilvusGallery:
             self.client.close()
         except Exception as error:  # noqa: BLE001 - closing a client of an unreachable Milvus only logs
             log.warning("closing the Milvus client failed: %s", error)
+
+
+def _not_loaded(error: BaseException) -> bool:
+    """Whether Milvus refused a read because the collection is not loaded (code 101, or Lite's message)."""
+    message = str(getattr(error, "message", "") or error).lower()
+    return getattr(error, "code", None) == 101 or "not loaded" in message or "state 'released'" in message
 
 
 def _reason(error: BaseException) -> str:

@@ -6,7 +6,8 @@ Milvus Lite does not parse templates, so literals are escaped here. A string lit
 (``json.dumps(..., ensure_ascii=False)``): inside double quotes only ``\\"`` and ``\\\\`` are escaped, which
 both Milvus and Milvus Lite read as the characters themselves, so a camera id like ``x" or id != "`` is
 one string and can never end the literal. Values holding control characters are refused (labels never
-hold them: the API refuses them, and Milvus Lite reads no ``\\u`` escapes).
+hold them: the API refuses them, and Milvus Lite reads no ``\\u`` escapes); tab, line feed and carriage
+return are written as ``\\t``, ``\\n``, ``\\r``.
 
 Nulls: Milvus compares a null field as neither true nor false (``not (camera_id in [...])`` is false for
 a null camera), so every clause names its null case explicitly.
@@ -28,7 +29,8 @@ from typing import Any
 from service.errors import InvalidRequestError
 from service.gallery.base import TrackletFilter, is_empty_filter
 
-_CONTROL = re.compile(r"[\x00-\x1f]")
+#: Control characters other than tab, line feed and carriage return (which JSON escapes as \t \n \r).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def string_literal(value: str) -> str:

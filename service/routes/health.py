@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import APIKeyDep, StateDep
+from service.errors import NotReadyError
 from service.metrics import CONTENT_TYPE
 from service.schemas import ERROR_RESPONSES, HealthOut, ReadyOut
 
@@ -19,9 +20,15 @@ async def healthz() -> HealthOut:
 
 @router.get(
     "/readyz", response_model=ReadyOut, dependencies=[APIKeyDep], responses=ERROR_RESPONSES,
-    summary="Model loaded and gallery open; device in use and gallery size",
+    summary="Model loaded and gallery open and reachable; device in use and gallery size",
+    description="503 (`not_ready`, with the reason) while the model or gallery is loading, or while the gallery's "
+    "storage cannot answer (e.g. REID_GALLERY_BACKEND=milvus and Milvus is unreachable); /healthz still "
+    "answers 200 then, since the process itself is alive.",
 )
 async def readyz(state: StateDep) -> ReadyOut:
+    ok, reason = await run_in_threadpool(state.gallery.health)
+    if not ok:
+        raise NotReadyError(f"The gallery is not ready: {reason}", headers={"Retry-After": "5"})
     embedder = state.embedder
     return ReadyOut(
         status="ready",

@@ -1,4 +1,5 @@
-"""The HTTP API through the real app (lifespan, middleware, routes) with httpx's TestClient."""
+"""The HTTP API through the real app (lifespan, middleware, routes) with httpx's TestClient, on each gallery
+backend (the ``client`` fixture runs the suite once on SQLite + FAISS and once on Milvus Lite)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def assert_error(response, status: int, code: str | None = None):
 
 
 @pytest.fixture(scope="module")
-def client(tiny_model, tmp_path_factory):
-    settings = Settings(model_path=tiny_model, data_dir=tmp_path_factory.mktemp("gallery"), device="cpu",
-                        intra_op_threads=1, max_wait_ms=2, _env_file=None)
+def client(tiny_model, tmp_path_factory, open_store):
+    settings = Settings(model_path=tiny_model, device="cpu", intra_op_threads=1, max_wait_ms=2, _env_file=None,
+                        **open_store.settings(tmp_path_factory.mktemp("gallery")))
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -85,10 +86,11 @@ def enrolled(client):
 
 
 # ------------------------------------------------------------------------------------------- health/model
-def test_health_ready_and_model(client, tiny_card):
+def test_health_ready_and_model(client, tiny_card, open_store):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["device"] == "cpu" and ready["index_device"] == "cpu"
+    assert ready["status"] == "ready" and ready["device"] == "cpu"
+    assert ready["index_device"] == {"sqlite": "cpu", "milvus": "milvus"}[open_store.backend]
     assert ready["providers"] == ["CPUExecutionProvider"] and ready["model_version"] == tiny_card["model_version"]
     model = client.get("/model").json()
     assert {key: value for key, value in model.items() if key != "serving"} == tiny_card
@@ -340,7 +342,7 @@ def request_count(samples, method: str, route: str, status: str) -> float:
         (("method", method), ("route", route), ("status", status)), 0.0)
 
 
-def test_metrics(client, enrolled):
+def test_metrics(client, enrolled, open_store):
     before = scrape(client)
     assert client.post("/tracklets", files=frame_files(31, 2), data={"tracklet_id": "metered"}).status_code == 201
     assert_error(client.post("/tracklets", files=frame_files(31, 2), data={"metadata": "[]"}), 422)
@@ -361,7 +363,7 @@ def test_metrics(client, enrolled):
     assert after["reid_embed_queue_depth"][()] == 0
     (info,) = after["reid_model_info"]
     assert dict(info) == {"model_version": client.app.state.service.embedder.card.model_version, "device": "cpu",
-                          "index_device": "cpu"}
+                          "index_device": {"sqlite": "cpu", "milvus": "milvus"}[open_store.backend]}
     assert client.delete("/tracklets/metered").status_code == 204
 
 
