@@ -36,6 +36,10 @@ StorageUnavailableError (503, with Milvus' reason). A write either reached Milvu
 upsert request); if the answer is lost after Milvus applied it, the record is there complete, and
 sending it again with replace=true is idempotent. A bulk import (several requests) deletes what it wrote
 when a later request fails.
+
+Why one module of over 400 lines with a class over 250: `MilvusGallery` is the whole `Gallery` interface
+on one collection plus that collection's lifecycle (schema, index, guards), and every method shares the
+same error mapping and Strong reads; the expression building is apart (milvus_filters.py).
 """
 
 from __future__ import annotations
@@ -399,8 +403,20 @@ class MilvusGallery:
     def add_many(self, records: list[TrackletRecord], embeddings: np.ndarray) -> None:
         """Bulk enroll of new ids; ConflictError, storing nothing, if any id exists or repeats. Written in
         requests of a thousand; if one fails, those already written are deleted again."""
-        vectors = self._vectors(embeddings, len(records))
         created_at = now_iso()
+        self._write_new([self._stamped(record, created_at) for record in records], embeddings)
+
+    def copy_in(self, records: list[TrackletRecord], embeddings: np.ndarray) -> None:
+        """`add_many` keeping each record's created_at (a migration); their order is the enrollment order."""
+        self._write_new([record.model_copy(update={"model_version": self.model_version}) for record in records],
+                        embeddings)
+
+    def existing_ids(self, tracklet_ids: list[str]) -> set[str]:
+        """Which of these ids the collection holds."""
+        return set(self._by_ids(list(tracklet_ids), ["seq"]))
+
+    def _write_new(self, records: list[TrackletRecord], embeddings: np.ndarray) -> None:
+        vectors = self._vectors(embeddings, len(records))
         ids = [record.id for record in records]
         with self._write_lock:
             if len(set(ids)) != len(ids) or self._by_ids(ids, ["seq"]):
@@ -408,7 +424,7 @@ class MilvusGallery:
             written: list[str] = []
             try:
                 for start in range(0, len(records), _BATCH):
-                    rows = [self._row(self._stamped(record, created_at), vector, self._next_seq())
+                    rows = [self._row(record, vector, self._next_seq())
                             for record, vector in zip(records[start : start + _BATCH], vectors[start : start + _BATCH],
                                                       strict=True)]
                     self._call("be written", self.client.upsert, self.collection, rows)

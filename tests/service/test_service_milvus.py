@@ -166,3 +166,40 @@ def test_the_index_follows_reid_index_and_is_rebuilt_when_it_changes(tmp_path, m
         hnsw.drop()
         hnsw.close()
     assert isinstance(hnsw, MilvusGallery)
+
+
+def test_migrate_copies_a_sqlite_gallery_into_milvus_and_is_idempotent(tiny_model, tiny_card, tmp_path,
+                                                                      milvus_server):
+    from datetime import datetime, timezone
+
+    from service.gallery import SqliteGallery
+
+    dim, version = tiny_card["embedding"]["dim"], tiny_card["model_version"]
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(25, dim)).astype(np.float32)
+    source = SqliteGallery(tmp_path / "gallery", dim, version)
+    for number in range(25):
+        source.add(TrackletRecord(
+            id=f"m{number}", person_id=f"p{number % 4}", camera_id=None if number == 3 else f"c{number % 2}",
+            metadata={"n": number, "odd": bool(number % 2)}, job_id="job" if number > 20 else None,
+            start_time=datetime.fromtimestamp(1_700_000_000 + number, timezone.utc) if number % 5 else None,
+        ), vectors[number])
+    source.delete("m7")
+    expected = source.list(None, 0, 100)[0]
+    source.close()
+    argv = ["migrate", "--to", "milvus", "--model", str(tiny_model), "--data-dir", str(tmp_path / "gallery"),
+            "--milvus-uri", milvus_server.uri, "--milvus-collection", "migrated", "--chunk", "10"]
+    from service.gallery.__main__ import main
+
+    assert main(argv) == 0
+    assert main(argv) == 0  # a second run copies nothing and changes nothing
+    target = MilvusGallery(milvus_server.uri, "migrated", dim, version)
+    try:
+        listed, total = target.list(None, 0, 100)
+        assert total == 24 and listed == expected  # every field, created_at and the enrollment order kept
+        (hits,) = target.search(vectors[11:12], 1)
+        assert hits[0].record.id == "m11" and hits[0].distance == pytest.approx(0.0, abs=1e-4)
+        np.testing.assert_array_equal(target.get_embedding("m24"), vectors[24])
+    finally:
+        target.drop()
+        target.close()
