@@ -249,8 +249,10 @@ class _BoundedTarInfo(tarfile.TarInfo):
     """Refuses a long-name or PAX header larger than what is left of the budget before tarfile reads it
     (the BudgetReader would stop it anyway, after reading up to the limit; this answers at once)."""
 
+    budget_reader: BudgetReader | None = None  # set on a subclass per archive (tarfile builds the instances)
+
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        reader = getattr(tarfile_, "budget_reader", None)
+        reader = self.budget_reader
         if reader is not None and self.type in _EXTENDED_HEADER_TYPES and self.size > reader.remaining:
             raise _too_large(reader.limits, f" (at a {self.size}-byte extended header)")
         return super()._proc_member(tarfile_)
@@ -273,8 +275,9 @@ def _tar_members(data: bytes, kind: str, limits: DecodeLimits) -> list[NamedMedi
     entry_count = 0
     try:
         # Stream mode ("r|"): tarfile reads forward only, through the budget reader, one header at a time.
-        archive = tarfile.open(fileobj=reader, mode="r|", tarinfo=_BoundedTarInfo)
-        archive.budget_reader = reader
+        # The reader is bound before opening: tarfile reads the first header inside open().
+        tarinfo = type("BoundedTarInfo", (_BoundedTarInfo,), {"budget_reader": reader})
+        archive = tarfile.open(fileobj=reader, mode="r|", tarinfo=tarinfo)
         with archive:
             for member in archive:
                 entry_count += 1
