@@ -15,6 +15,7 @@ Order of writes, so a record never points at a missing picture and no picture ou
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from urllib.parse import quote, unquote
 
 import cv2
 import numpy as np
+
+from service.errors import StorageFullError, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +68,25 @@ class ThumbnailStore:
         data = encode_thumbnail(image_rgb)
         path = self.path(tracklet_id)
         temporary = path.with_suffix(".tmp")
-        with temporary.open("wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        try:
+            with temporary.open("wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except OSError as error:
+            # The disk, not the request: 507 or 503 like the gallery's own writes, nothing left behind.
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(
+                    "The gallery's disk is full, so the tracklet was not stored (nothing was half-written). "
+                    "Searches still work; free space in the data directory and retry."
+                ) from None
+            raise StorageUnavailableError(
+                f"The tracklet's thumbnail cannot be written right now ({error.strerror or error}), so the "
+                "tracklet was not stored (nothing was half-written); retry later."
+            ) from None
         return True
 
     def read(self, tracklet_id: str) -> bytes | None:
