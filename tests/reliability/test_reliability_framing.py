@@ -106,10 +106,10 @@ def test_python_m_service_refuses_smuggling_slow_headers_and_too_many_connection
             assert client.get("/healthz").status_code == 200
 
 
-def test_uvicorn_with_the_service_protocol_closes_slow_headers(tiny_model, tmp_path):
+@pytest.mark.parametrize("command", ["uvicorn-guarded", "uvicorn-factory-guarded"])
+def test_uvicorn_with_the_service_protocol_closes_slow_headers(tiny_model, tmp_path, command):
     env = {"REID_HEADER_TIMEOUT_S": "2"}
-    with live_server(tiny_model, tmp_path / "gallery", tmp_path / "server.log", command="uvicorn-guarded",
-                     **env) as server:
+    with live_server(tiny_model, tmp_path / "gallery", tmp_path / "server.log", command=command, **env) as server:
         data, closed, elapsed = trickle_headers(server.port, pause_s=0.5, budget_s=15)
         assert closed and data.startswith(b"HTTP/1.1 408") and 1.5 < elapsed < 6
         assert_smuggling_refused(server.port)
@@ -183,3 +183,20 @@ def test_a_close_delimiter_inside_part_data_does_not_hide_truncation(client):
     response = client.post("/tracklets", content=metadata + multipart(3), headers=headers)
     assert response.status_code == 201, response.text
     assert response.json()["metadata"] == {"note": f"x--{boundary}--"}
+
+
+@pytest.mark.parametrize("template", [
+    "ffconcat version 1.0\nfile {name}\n",
+    "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{name}\n#EXT-X-ENDLIST\n",
+    "#EXTM3U\n#EXTINF:10,\nfile:{name}\n#EXT-X-ENDLIST\n",
+])
+def test_playlists_are_refused_alike_whether_the_file_exists(client, template, tmp_path):
+    existing = tmp_path / "server-side.avi"
+    existing.write_bytes(b"RIFF\x00\x00\x00\x00AVI ")
+    answers = []
+    for name in (str(existing), str(tmp_path / "missing.avi"), "README.md", "no-such-file.mp4"):
+        files = [("video", ("clip.mp4", template.format(name=name).encode(), "video/mp4"))]
+        response = client.post("/tracklets", files=files)
+        error = response.json()["error"]
+        answers.append((response.status_code, error["code"], error["message"]))
+    assert answers[0][0] == 422 and len(set(answers)) == 1, answers

@@ -40,7 +40,8 @@ def server_environment(model: Path, data_dir: Path, **extra: str) -> dict[str, s
 
 class LiveServer:
     """One server process. ``command``: "module" (`python -m service`), "uvicorn" (`uvicorn service.app:app`) or
-    "uvicorn-guarded" (the same with the service's HTTP protocol, `--http service.http_protocol:GuardedH11Protocol`);
+    "uvicorn-guarded" (the same with the service's HTTP protocol, `--http service.http_protocol:GuardedH11Protocol`)
+    or "uvicorn-factory-guarded" (`uvicorn --factory service.app:create_app` with that protocol);
     ``prefix`` runs it under another command (e.g. ``nsenter`` for a private mount)."""
 
     def __init__(self, model: Path, data_dir: Path, log_path: Path, prefix: Sequence[str] = (),
@@ -52,6 +53,8 @@ class LiveServer:
             "module": ["service"],
             "uvicorn": ["uvicorn", "service.app:app"],
             "uvicorn-guarded": ["uvicorn", "service.app:app", "--http", "service.http_protocol:GuardedH11Protocol"],
+            "uvicorn-factory-guarded": ["uvicorn", "--factory", "service.app:create_app",
+                                        "--http", "service.http_protocol:GuardedH11Protocol"],
         }[command]
         argv = [sys.executable, "-m", *launcher, "--host", "127.0.0.1", "--port", str(self.port)]
         with log_path.open("ab") as log_file:
