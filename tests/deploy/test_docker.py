@@ -241,7 +241,8 @@ def byte_size(value) -> int:
 # the real tools
 
 
-@pytest.mark.parametrize("profiles", [[], ["cpu"], ["train"], ["*"]], ids=["default", "cpu", "train", "all"])
+@pytest.mark.parametrize("profiles", [[], ["cpu"], ["train"], ["scale"], ["*"]],
+                         ids=["default", "cpu", "train", "scale", "all"])
 def test_compose_file_is_valid_for_each_profile(compose_binary, empty_env_file, profiles):
     arguments = [word for profile in profiles for word in ("--profile", profile)]
     result = run_compose(compose_binary, *arguments, "config", "-q", env_file=empty_env_file, REID_API_KEY="k1,k2")
@@ -329,6 +330,49 @@ def test_api_services_deployment(compose_model, name):
     assert gallery["source"] in compose_model["volumes"]
 
 
+SCALE_SERVICES = {"etcd", "minio", "milvus", "api-1", "api-2", "lb"}
+OFFICIAL_IMAGES = {"etcd": "quay.io/coreos/etcd:", "minio": "minio/minio:", "milvus": "milvusdb/milvus:",
+                   "lb": "nginx:"}
+
+
+def test_scale_profile_runs_milvus_and_replicas_behind_nginx(compose_model):
+    services = compose_model["services"]
+    assert {name for name, service in services.items() if "scale" in service.get("profiles", [])} == SCALE_SERVICES
+    for name in SCALE_SERVICES:
+        service = services[name]
+        assert service["restart"] == "unless-stopped" and service["healthcheck"]["test"], name
+        assert all(mount["type"] == "volume" and mount["source"] in compose_model["volumes"]
+                   for mount in mounts(service) if mount["target"] != "/models"), name
+    for name, prefix in OFFICIAL_IMAGES.items():
+        assert services[name]["image"].startswith(prefix)
+    assert services["milvus"]["command"] == ["milvus", "run", "standalone"]
+    assert services["milvus"]["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
+    assert services["milvus"]["environment"]["MINIO_ADDRESS"] == "minio:9000"
+    assert {name for name, dependency in services["milvus"]["depends_on"].items()
+            if dependency["condition"] == "service_healthy"} == {"etcd", "minio"}
+    replicas = ["api-1", "api-2"]
+    volumes = set()
+    for name in replicas:
+        replica = services[name]
+        environment = replica["environment"]
+        assert environment["REID_GALLERY_BACKEND"] == "milvus" and environment["REID_MILVUS_URI"] == "http://milvus:19530"
+        assert replica["depends_on"]["milvus"]["condition"] == "service_healthy"
+        assert not replica.get("ports"), "replicas are reached through the load balancer only"
+        volumes |= {mount["source"] for mount in mounts(replica) if mount["type"] == "volume"}
+    assert len(volumes) == len(replicas), "each replica keeps its own local volume"
+    # The load balancer: the one published port, nginx's config from docker/, every replica upstream.
+    lb = services["lb"]
+    assert [int(port["target"]) if isinstance(port, dict) else int(str(port).split(":")[-1])
+            for port in lb["ports"]] == [8080]
+    (config,) = lb["configs"]
+    assert config["target"] == "/etc/nginx/conf.d/default.conf"
+    source = Path(compose_model["configs"][config["source"]]["file"])
+    text = (source if source.is_absolute() else REPO / source).read_text()
+    assert re.findall(r"^\s*server\s+([\w-]+):8000", text, flags=re.M) == replicas
+    assert re.search(r"^\s*listen\s+8080;", text, flags=re.M)
+    assert set(lb["depends_on"]) == set(replicas)
+
+
 def test_api_key_is_never_a_literal(optional_compose_binary, compose_model):
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     for name in ("api", "api-cpu"):
@@ -368,6 +412,8 @@ def test_train_mounts_reach_each_config_dataset_root(compose_model, config):
 def test_build_targets_exist(compose_model, service_stages):
     names = [stage.name for stage in service_stages]
     for service in compose_model["services"].values():
+        if "build" not in service:  # official images (Milvus, etcd, MinIO, nginx: profile scale)
+            continue
         dockerfile = REPO / service["build"].get("context", ".") / service["build"]["dockerfile"]
         assert dockerfile.resolve().is_file()
         if "target" in service["build"]:
@@ -399,7 +445,7 @@ def test_deployment_guide_documents_every_setting():
 
 
 def test_compose_environment_sets_only_service_settings(compose_model):
-    for name in ("api", "api-cpu"):
+    for name in ("api", "api-cpu", "api-1", "api-2"):
         assert set(compose_model["services"][name]["environment"]) <= settings_variables()
 
 
@@ -559,7 +605,7 @@ def test_service_images_install_existing_groups_without_torch(requirements_scrip
     names = {r.name for r in requirements}
     assert verified == target
     assert not names & {"torch", "torchvision"}
-    assert {"fastapi", "uvicorn", "opencv-python-headless", "pydantic-settings"} <= names
+    assert {"fastapi", "uvicorn", "opencv-python-headless", "pydantic-settings", "pymilvus"} <= names
     if target == "cpu":
         assert {"onnxruntime", "faiss-cpu"} <= names
         assert not names & {"onnxruntime-gpu", "faiss-gpu"}
