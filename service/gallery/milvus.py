@@ -127,10 +127,9 @@ class MilvusGallery:
         self._write_lock = threading.Lock()
         self._last_seq = 0
         self._closed = False
-        if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
-            # Milvus Lite has no MVCC timestamp to pin a query iterator to; pymilvus then warns on every
-            # listing and uses its own clock, which is what a single local process needs.
-            logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+        # Milvus Lite has no MVCC timestamp to pin a query iterator to; pymilvus then warns on every listing
+        # and uses its own clock, which is right for Lite (a Milvus server never takes that path).
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
         try:
             self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
         except self._errors as error:

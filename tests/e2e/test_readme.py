@@ -210,6 +210,42 @@ def test_bulk_import_command_runs(tmp_path, tiny_model):
     assert "imported 3 tracklets" in result.stdout
 
 
+@pytest.mark.milvus
+def test_migrate_command_runs(tmp_path, tiny_model):
+    """The README's migration line, on a SQLite gallery of the tiny model, into a Milvus Lite server."""
+    sys.path.insert(0, str(ROOT / "tests" / "service"))
+    from milvus_server import MilvusLiteServer
+
+    from service.gallery import SqliteGallery, TrackletRecord
+    from service.gallery.milvus import MilvusGallery
+
+    (line,) = [c for c in COMMANDS if "-m service.gallery migrate" in c]
+    words = shlex.split(line)
+    env_words = [w for w in words if re.match(r"^REID_[A-Z_]+=", w)]
+    argv = words[len(env_words):]
+    assert argv[0] == ".venv/bin/python" and argv[1:] == ["-m", "service.gallery", "migrate", "--to", "milvus"]
+    card = __import__("json").loads(tiny_model.with_suffix(".json").read_text())
+    dim, version = int(card["embedding"]["dim"]), card["model_version"]
+    gallery = SqliteGallery(tmp_path / "gallery-data", dim, version)
+    gallery.add_many([TrackletRecord(id=f"sqlite-{n}", camera_id="cam1") for n in range(3)],
+                     np.random.default_rng(0).normal(size=(3, dim)).astype(np.float32))
+    gallery.close()
+    server = MilvusLiteServer(tmp_path / "milvus", tmp_path / "milvus.log").start()
+    try:
+        env = {**os.environ, **dict(w.split("=", 1) for w in env_words), "PYTHONPATH": str(ROOT),
+               "REID_MODEL_PATH": str(tiny_model), "REID_DATA_DIR": str(tmp_path / "gallery-data"),
+               "REID_MILVUS_URI": server.uri}
+        result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "3 copied, 0 already there; the collection holds 3" in result.stdout
+        migrated = MilvusGallery(server.uri, "reid_gallery", dim, version)
+        assert [record.id for record in migrated.list()[0]] == ["sqlite-0", "sqlite-1", "sqlite-2"]
+        migrated.close()
+    finally:
+        server.stop()
+
+
 def test_footage_examples_run_in_one_shell(readme_service, media):
     """The footage section's lines in order, in one bash (its variables carry over), each curl with -f so an
     error answer fails the script; the CLI runs with this interpreter."""
