@@ -16,9 +16,10 @@ image rather than in the frame is a ghost (the model learned someone who has lef
 Ghosts fade in about a tenth of the history (the learning rate is 1 / history throughout); ``prime``
 avoids most of them by starting the model from the median of the first seconds instead of frame one.
 
-Sudden lighting changes (a cloud, lights switched on) turn much of the frame into foreground at once: the
-model then re-learns quickly for a few frames and the detector reports nothing meanwhile. Slow lighting
-drift is followed by the normal learning.
+Global lighting changes (a cloud, the sun, auto-exposure) are compensated: each frame's brightness is
+scaled to the background model's (median grey levels). A change that still turns much of the frame into
+foreground at once (lights switched on in part of the scene) makes the model re-learn quickly for a few
+frames, during which the detector reports nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class BackgroundSubtractionDetector:
             self.subtractor = cv2.createBackgroundSubtractorKNN(self.history, 400.0, True)
         self.frame_index = 0
         self._background: np.ndarray | None = None
+        self._level: float | None = None
         self.relearn_left = 0
         self._protected = np.zeros((0, 4), np.float32)
         unit = max(1, int(round(self.proc_h / 160)))
@@ -99,6 +101,17 @@ class BackgroundSubtractionDetector:
         if self.scale < 1.0:
             return cv2.resize(frame_bgr, (self.proc_w, self.proc_h), interpolation=cv2.INTER_AREA)
         return frame_bgr
+
+    def _compensate_gain(self, small: np.ndarray) -> np.ndarray:
+        """Scale the frame's brightness to the background model's (a cloud, the sun coming out, the camera's
+        auto-exposure): the median grey level of the scene is compared, so people hardly move it."""
+        if self._level is None or self._level < 8:
+            return small
+        level = float(np.median(cv2.cvtColor(small[::4, ::4], cv2.COLOR_BGR2GRAY)))
+        gain = float(np.clip(self._level / max(level, 1.0), 0.6, 1.6))
+        if abs(gain - 1.0) < 0.03:
+            return small
+        return cv2.convertScaleAbs(small, alpha=gain)
 
     def feedback(self, boxes: np.ndarray) -> None:
         self._protected = np.asarray(boxes, np.float32).reshape(-1, 4)[:, :4] * self.scale
@@ -125,11 +138,14 @@ class BackgroundSubtractionDetector:
         """
         small = self._reduce(frame_bgr)
         self.frame_index += 1
+        if self.frame_index > 1 and (self._background is None or self.frame_index % 5 == 0):
+            self._background = self.subtractor.getBackgroundImage()
+            if self._background is not None and self._background.shape == small.shape:
+                self._level = float(np.median(cv2.cvtColor(self._background[::4, ::4], cv2.COLOR_BGR2GRAY)))
+        small = self._compensate_gain(small)
         regions = self._regions() if self.relearn_left == 0 else []
         model_input = small
         if regions:
-            if self._background is None or self.frame_index % 5 == 0:
-                self._background = self.subtractor.getBackgroundImage()
             if self._background is not None and self._background.shape == small.shape:
                 masks = {}
                 for a, b, c, d in regions:
@@ -146,6 +162,7 @@ class BackgroundSubtractionDetector:
             rate = 0.25
             self.relearn_left -= 1
             self._background = None
+            self._level = None
         else:
             # 1/history from the second frame on: MOG2's own schedule, 1/min(n, history), learns a thing that
             # stops within about 0.1 * n frames (background ratio 0.9), too fast while n is small. A person
