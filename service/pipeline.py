@@ -159,6 +159,17 @@ async def enroll(
         )
 
 
+def delete_record(gallery: Gallery, thumbnails: ThumbnailStore, tracklet_id: str) -> bool:
+    """Blocking: removes a record (out of every search when this returns), then its thumbnail; False if none.
+
+    The file goes after the record: a crash in between leaves a file no record claims, swept at the next start.
+    """
+    if not gallery.delete(tracklet_id):
+        return False
+    thumbnails.delete(tracklet_id)
+    return True
+
+
 # -- query ---------------------------------------------------------------------------------------------------
 def excluding_camera(tracklet_filter: TrackletFilter | None, camera_id: str) -> TrackletFilter:
     """``tracklet_filter`` that also leaves out ``camera_id`` (exclude_same_camera)."""

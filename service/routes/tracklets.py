@@ -172,10 +172,8 @@ async def get_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> Trac
     description="Removes the record, its embedding and its thumbnail; it is out of every search once this answers.",
 )
 async def delete_tracklet(state: StateDep, tracklet_id: TrackletIdPath) -> Response:
-    if not await run_in_threadpool(state.gallery.delete, tracklet_id):
+    if not await run_in_threadpool(pipeline.delete_record, state.gallery, state.thumbnails, tracklet_id):
         raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
-    # After the record: a crash in between leaves a file no record claims, swept at the next start.
-    await run_in_threadpool(state.thumbnails.delete, tracklet_id)
     return Response(status_code=204)
 
 
