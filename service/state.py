@@ -70,7 +70,10 @@ def open_thumbnails(settings: Settings, gallery: Gallery) -> ThumbnailStore:
     started = time.time()
 
     def claimed(tracklet_id: str) -> bool:
-        record = gallery.get(tracklet_id)
+        try:
+            record = gallery.get(tracklet_id)
+        except Exception:  # the gallery is unreadable (or closing): keep the file, the next start sweeps it
+            return True
         return record is not None and record.has_thumbnail
 
     threading.Thread(target=thumbnails.remove_orphans, args=(claimed, started), name="thumbnail-sweep",
