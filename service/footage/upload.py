@@ -23,6 +23,8 @@ from service.errors import InvalidRequestError, ServiceError, StorageFullError, 
 
 #: Largest text field (camera_id, start_time, mode, top_k are all short).
 MAX_FIELD_BYTES = 64 * 1024
+#: Most text fields: the form has four; a body of thousands of fields is refused, not held in memory.
+MAX_FIELDS = 16
 FILE_FIELD = "video"
 
 
@@ -93,6 +95,9 @@ class _FormSink:
             self.form.video_name = os.path.basename(filename.replace("\\", "/"))[:200] or "video"
             self._descriptor = os.open(self.video_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         else:
+            if len(self.form.fields) >= MAX_FIELDS:
+                self._fail(InvalidRequestError(f"The form has more than {MAX_FIELDS} fields."))
+                return
             self._text = bytearray()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:

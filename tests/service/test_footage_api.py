@@ -150,6 +150,9 @@ def test_bad_input_answers(client, street):
     assert_error(submit(client, street, mode="sideways"), 422)
     assert_error(submit(client, street, start_time="yesterday"), 422)
     assert_error(client.post("/footage", json={"camera_id": "cam-a"}), 415)
+    many = {f"field{index}": "x" for index in range(40)}
+    assert "fields" in assert_error(submit(client, street, **many), 422)["message"]
+    assert "longer than" in assert_error(submit(client, street, camera_id="c" * 70000), 422)["message"]
     wide = video_bytes(street_frames(frames=2, width=1100, height=16, walkers=()))
     assert "1100x16" in assert_error(submit(client, wide), 413)["message"]
     assert_error(client.get("/jobs/no-such-job"), 404, "not_found")
