@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> str:
 def report(args, spec, rows, retrieval_rows, speed_rows, embedder) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Footage pipeline: tracking quality, cross-camera retrieval, speed",
+        "# Footage pipeline: tracking quality, cross-camera retrieval, speed (bench/bench_footage.py)",
         "",
         f"Measured {now} on {machine_description()} (load average {load_average()} at the end; the machine",
         f"is shared, so speed figures are pessimistic). OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.",
@@ -254,8 +254,22 @@ def main(argv: list[str] | None = None) -> None:
     args.command = "PYTHONPATH=. .venv/bin/python -m bench.bench_footage " + " ".join(argv or os.sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     text = run(args)
-    Path(args.out).write_text(text, encoding="utf-8")
+    Path(args.out).write_text(merge_section(Path(args.out), text), encoding="utf-8")
     print(text)
+
+
+BEGIN, END = "<!-- footage-pipeline:begin -->", "<!-- footage-pipeline:end -->"
+
+
+def merge_section(path: Path, text: str) -> str:
+    """The file's text with this script's section (between its markers) replaced by ``text``, or ``text``
+    put first; other sections of the file (the API benchmark's) are kept as they are."""
+    section = f"{BEGIN}\n{text}{END}\n"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        return head + section + "\n" + rest.split(END, 1)[1].lstrip("\n")
+    return section + ("\n" + old if old else "")
 
 
 if __name__ == "__main__":
