@@ -215,7 +215,8 @@ def run_footage_step(args: argparse.Namespace, service: ServiceProcess) -> dict 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("training/configs/synthetic.yaml"))
-    parser.add_argument("--data-root", type=Path, default=Path("data/synthetic"))
+    # The small preset, kept apart from data/synthetic (the default, larger benchmark) so the demo stays short.
+    parser.add_argument("--data-root", type=Path, default=Path("data/synthetic-small"))
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     parser.add_argument("--model", type=Path, default=Path("models/demo.onnx"))
     parser.add_argument("--port", type=int, default=0, help="service port (default: a free one)")

@@ -12,7 +12,15 @@ from scipy.io import loadmat
 
 from training.data import load_dataset
 from training.data.pedestrian import Appearance, draw_person, near_twin, random_appearance, render_person
-from training.data.synthetic import META_FILE, SyntheticSpec, generate_synthetic, main, render_tracklet
+from training.data.synthetic import (
+    META_FILE,
+    PRESETS,
+    SyntheticSpec,
+    generate_synthetic,
+    main,
+    plan_benchmark,
+    render_tracklet,
+)
 from training.data.synthetic_scene import random_camera
 from training.evaluation import evaluate
 
@@ -168,7 +176,21 @@ def test_spec_validates_and_keyword_fields_override_it(tmp_path):
 def test_command_line(tmp_path, capsys):
     root = tmp_path / "cli"
     main(["--root", str(root), "--identities", "4", "--cameras", "2", "--min-frames", "2", "--max-frames", "3",
-          "--height", "32", "--width", "16", "--tracklets-per-camera", "1"])  # fmt: skip
+          "--height", "32", "--width", "16", "--tracklets-per-camera", "1", "--distractors", "3"])  # fmt: skip
     assert "ready" in capsys.readouterr().out
     dataset = load_dataset("synthetic", root)
     assert dataset.num_train_pids == 2 and len(dataset.query) == 2
+    meta = json.loads((root / META_FILE).read_text())["spec"]
+    # Options override the default preset; what is not given comes from it.
+    assert meta["num_distractors"] == 3 and meta["num_junk"] == PRESETS["default"].num_junk
+    assert meta["frames_per_tracklet"] == [2, 3]
+
+
+def test_default_preset_tells_heads_apart_and_small_preset_stays_small():
+    # Planning is cheap (nothing rendered): the default test side has >= 200 queries, >= 1,000 gallery tracks.
+    plan = plan_benchmark(PRESETS["default"])
+    assert len(plan.query_rows) >= 200 and len(plan.test_tracks) >= 1000
+    assert len(plan.train_pids) == 200 and len(plan.train_tracks) >= 1000
+    small = plan_benchmark(PRESETS["small"])
+    assert len(small.query_rows) == 40 and len(small.test_tracks) < 250
+    assert PRESETS["small"] == SyntheticSpec()  # the demo's generate_synthetic(root) default
