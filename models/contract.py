@@ -87,6 +87,66 @@ def model_version_of(path: str | Path) -> str:
 
 #: The card schema this code writes. 1: the first cards (`format_version: 1`); 2: the key is
 #: `schema_version` and `precision` is new. Version 1 cards are still read (as version 1, fp32).
+#: Test-time modes (how a whole tracklet becomes one feature; training/test_time.py measures them):
+#: ``centres`` one clip of the T chunk centres; ``strided`` clip k takes the k-th frame of every one of T
+#: chunks (clips spread like training clips, together every frame), clip embeddings averaged;
+#: ``consecutive`` every frame in consecutive clips of T, averaged; ``all`` every frame in one clip.
+TEST_MODES = ("centres", "strided", "consecutive", "all")
+#: The mode offline evaluation and the service use unless told otherwise (bench/ablation_synthetic.md).
+DEFAULT_TEST_MODE = "strided"
+#: A tracklet longer than T x MAX_TEST_CLIPS frames is first thinned to that many chunk centres, so one
+#: upload costs at most MAX_TEST_CLIPS clips (strided, consecutive) or T x MAX_TEST_CLIPS frames (all).
+MAX_TEST_CLIPS = 4
+
+
+def strided_clip_indices(num_frames: int, clip_len: int) -> np.ndarray:
+    """(K, clip_len) indices: clip k takes the k-th frame of every chunk of ``[0, num_frames)``.
+
+    Chunk j spans ``[floor(edges[j]), floor(edges[j+1]))`` with the edges of :func:`sample_frame_indices`
+    (at least one frame each); K is the longest chunk's length and a shorter chunk repeats its last frame.
+    Every frame appears in some clip; each clip is in temporal order.
+    """
+    if num_frames < 1 or clip_len < 1:
+        raise ValueError(f"need num_frames >= 1 and clip_len >= 1, got {num_frames}, {clip_len}")
+    edges = np.linspace(0.0, float(num_frames), clip_len + 1)
+    starts = np.minimum(np.floor(edges[:-1]).astype(np.int64), num_frames - 1)
+    ends = np.maximum(starts + 1, np.floor(edges[1:]).astype(np.int64))
+    ends[-1] = max(int(ends[-1]), num_frames)
+    return np.stack([np.minimum(starts + k, ends - 1) for k in range(int((ends - starts).max()))])
+
+
+def consecutive_clip_indices(num_frames: int, clip_len: int) -> np.ndarray:
+    """(K, clip_len): every frame in consecutive clips; the last clip repeats its last frame."""
+    if num_frames < 1 or clip_len < 1:
+        raise ValueError(f"need num_frames >= 1 and clip_len >= 1, got {num_frames}, {clip_len}")
+    starts = np.arange(0, num_frames, clip_len)
+    last = np.minimum(starts + clip_len, num_frames) - 1
+    return np.minimum(starts[:, None] + np.arange(clip_len)[None, :], last[:, None])
+
+
+def sample_clip_indices(
+    num_frames: int, clip_len: int, mode: str = DEFAULT_TEST_MODE, max_clips: int = MAX_TEST_CLIPS
+) -> np.ndarray:
+    """The clips a test-time mode feeds the network, as a (K, L) int64 array; their embeddings are averaged.
+
+    L is ``clip_len`` (T) except in ``all`` mode (one clip of every frame). A tracklet longer than
+    ``clip_len * max_clips`` frames is first thinned to that many chunk centres (:func:`sample_frame_indices`).
+    Offline evaluation (training.test_time) and the service (service.decoding) both call this function.
+    """
+    if mode not in TEST_MODES:
+        raise ValueError(f"test-time mode must be one of {', '.join(TEST_MODES)}, got {mode!r}")
+    if max_clips < 1:
+        raise ValueError(f"max_clips must be at least 1, got {max_clips}")
+    if mode == "centres":
+        return sample_frame_indices(num_frames, clip_len)[None, :]
+    cap = clip_len * max_clips
+    kept = sample_frame_indices(num_frames, cap) if num_frames > cap else np.arange(num_frames, dtype=np.int64)
+    if mode == "all":
+        return kept[None, :]
+    clips = strided_clip_indices if mode == "strided" else consecutive_clip_indices
+    return kept[clips(len(kept), clip_len)]
+
+
 SCHEMA_VERSION = 2
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -141,6 +201,14 @@ class CardArchitecture(_Section):
     width: PositiveInt
 
 
+class CardTestTime(_Section):
+    """How a tracklet becomes one embedding (:func:`sample_clip_indices`); offline evaluation and the service
+    both use it. Cards written before it existed read as the defaults."""
+
+    mode: Literal["centres", "strided", "consecutive", "all"] = DEFAULT_TEST_MODE
+    max_clips: PositiveInt = MAX_TEST_CLIPS
+
+
 class CardTraining(_Section):
     """Where the weights come from; the card's `training` is null for a randomly initialised export."""
 
@@ -190,6 +258,8 @@ class ModelCard(_Section):
     """Names of the optional attention outputs, in granularity order (``attention_1`` .. ``attention_N``),
     each float32 (B, T, Hm, Wm); empty when exported without them."""
     model: CardArchitecture
+    test_time: CardTestTime = Field(default_factory=CardTestTime)
+    """The test-time mode the model was evaluated with and the service samples by."""
     training: CardTraining | None = None
     export: CardExport
 

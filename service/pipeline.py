@@ -8,6 +8,7 @@ uses, so every record is stored one way.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,11 +124,14 @@ def decode_upload(decoder: TrackletDecoder, media: MediaUpload) -> DecodedTrackl
 
 
 async def embed_upload(state: ServiceState, media: MediaUpload, timer: StageTimer) -> EmbeddedUpload:
-    """Decodes the upload (in a worker thread) and embeds its T frames through the shared batcher."""
+    """Decodes the upload (in a worker thread) and embeds it through the shared batcher: each clip of the
+    model card's test-time mode is one batch item, and the tracklet's embedding is their mean, exactly as
+    offline evaluation averages clip features (training.test_time)."""
     with timer.stage("decode"):
         decoded = await run_in_threadpool(decode_upload, state.decoder, media)
     with timer.stage("embed"):
-        embedding = await state.batcher.embed(decoded.frames)
+        clips = await asyncio.gather(*(state.batcher.embed(clip) for clip in decoded.clips))
+        embedding = np.mean(np.stack(clips), axis=0, dtype=np.float64).astype(np.float32)
     middle = decoded.frames[len(decoded.frames) // 2]
     return EmbeddedUpload(embedding, decoded.frames_decoded, decoded.frames_used, middle)
 

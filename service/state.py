@@ -14,7 +14,7 @@ from service.batching import MicroBatcher
 from service.config import Settings
 from service.decoding import DecodeLimits, TrackletDecoder
 from service.embedder import OnnxEmbedder
-from service.errors import StorageUnavailableError
+from service.errors import StartupError, StorageUnavailableError
 from service.footage.service import FootageService, open_footage
 from service.gallery import Gallery, open_gallery
 from service.metrics import ServiceMetrics
@@ -86,6 +86,9 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
     metrics = metrics or ServiceMetrics()
     embedder = OnnxEmbedder(settings.model_path, settings.device, settings.intra_op_threads)
     card = embedder.card
+    if card.test_time.mode == "all":
+        # One clip of a tracklet-dependent length cannot share a batch with others of another length.
+        raise StartupError(f"{settings.model_path}: test-time mode 'all' is offline only; re-export with another")
     # Observed: every write keeps the re-ranking neighbour cache up to date, whichever route made it.
     gallery = ObservedGallery(open_gallery(settings, card.dim, card.model_version))
     try:
@@ -94,6 +97,8 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
             card.width,
             card.num_frames,
             decode_limits(settings),
+            test_mode=card.test_time.mode,
+            max_clips=card.test_time.max_clips,
         )
         batcher = MicroBatcher(
             embedder.embed,

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 # torch-free on purpose (training.architecture, not training.model): reading a config imports no torch.
+from models import DEFAULT_TEST_MODE, MAX_TEST_CLIPS
 from training.architecture import ModelConfig
 
 
@@ -85,9 +86,10 @@ class DataSection:
     #: "strided" (clip k = k-th frame of every chunk, clip features averaged), "consecutive" (every frame
     #: in consecutive clips of T, averaged) or "all" (every frame in one pass of the head). "test" and
     #: "dense" are the old names of "centres" and "consecutive".
-    test_mode: str = "test"
-    #: Cap of the "all" mode: longer tracklets are embedded from this many evenly spread frames.
-    max_test_frames: int | None = 256
+    test_mode: str = DEFAULT_TEST_MODE
+    #: Most clips per tracklet at test time (models.MAX_TEST_CLIPS); longer tracklets are first thinned to
+    #: T x max_test_clips chunk centres, as the service does.
+    max_test_clips: int = MAX_TEST_CLIPS
     #: Tracklets (of T frames) per backbone pass at evaluation.
     test_batch_size: int = 32
 

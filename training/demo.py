@@ -245,12 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = ensure_trained(args.config, args.data_root, args.run_dir, args.overrides)
 
     step("3/7 offline evaluation (PyTorch)")
+    # The contract's default test-time mode (strided clips, averaged), exactly what the service samples.
+    from models import DEFAULT_TEST_MODE
     from training.data import load_dataset
     from training.evaluation import evaluate, metrics_from_cmc
     from training.run_evaluation import evaluate_checkpoint
 
-    # "test" sampling: T chunk-centre frames, exactly what the service samples.
-    offline_report = evaluate_checkpoint(checkpoint, args.data_root, args.run_dir / "eval", mode="test")
+    offline_report = evaluate_checkpoint(checkpoint, args.data_root, args.run_dir / "eval", mode=DEFAULT_TEST_MODE)
 
     step("4/7 export to ONNX")
     card = ensure_exported(checkpoint, args.model)

@@ -47,7 +47,7 @@ def extract_features(
     batch_size = batch_size or config.data.test_batch_size
     return extract_features_by_mode(
         model, tracklets, config.data.num_frames, [mode], batch_size=batch_size * config.data.num_frames,
-        max_frames=config.data.max_test_frames, num_workers=config.data.num_workers, amp=config.amp,
+        max_clips=config.data.max_test_clips, num_workers=config.data.num_workers, amp=config.amp,
         progress=progress, description=description,
     )[mode]  # fmt: skip
 

@@ -8,7 +8,10 @@ tracklet is embedded. Four modes (``training.data.sampling.test_clips`` gives th
   training clip, and together the clips use every frame; clip features are averaged.
 * ``consecutive``: every frame, in consecutive clips of T (formerly ``dense``); clip features averaged.
 * ``all``: every frame in one pass of the head (the head accepts any T); the backbone runs over the
-  frames in batches, so memory stays bounded by the batch, not the tracklet (``max_frames`` caps T).
+  frames in batches, so memory stays bounded by the batch, not the tracklet.
+
+Tracklets longer than T x ``max_clips`` frames are first thinned to that many chunk centres, in every mode
+but ``centres`` (the contract's rule, which the service follows too).
 
 The backbone is per frame, so :func:`extract_features_by_mode` runs it once over the union of the
 frames the requested modes need and applies the head per mode: comparing the four modes costs one
@@ -25,6 +28,7 @@ import torch
 import torch.utils.data
 from tqdm import tqdm
 
+from models import MAX_TEST_CLIPS
 from training.data.sampling import TEST_MODES, canonical_test_mode, test_clips
 from training.data.transforms import load_frame, to_tensor
 from training.evaluation import RetrievalMetrics
@@ -56,7 +60,7 @@ def extract_features_by_mode(
     num_frames: int,
     modes: Iterable[str] = TEST_MODES,
     batch_size: int = 64,
-    max_frames: int | None = None,
+    max_clips: int = MAX_TEST_CLIPS,
     num_workers: int = 0,
     amp: bool = False,
     progress: bool = True,
@@ -71,13 +75,13 @@ def extract_features_by_mode(
         modes: any of ``centres``, ``strided``, ``consecutive``, ``all`` (``test`` / ``dense`` are
             accepted as the old names of the first and third).
         batch_size: frames per backbone forward pass.
-        max_frames: cap of the ``all`` mode (evenly spread chunk centres beyond it); None: no cap.
+        max_clips: longer tracklets are first thinned to T x max_clips chunk centres (models.MAX_TEST_CLIPS).
         num_workers: DataLoader workers decoding frames.
         amp: float16 autocast on CUDA.
     """
     modes = list(dict.fromkeys(canonical_test_mode(mode) for mode in modes))
     plans = [
-        {mode: test_clips(len(t.frames), num_frames, mode, max_frames) for mode in modes} for t in tracklets
+        {mode: test_clips(len(t.frames), num_frames, mode, max_clips) for mode in modes} for t in tracklets
     ]
     needed = [np.unique(np.concatenate([np.concatenate(clips) for clips in plan.values()])) for plan in plans]
     parameters = next(model.parameters())
@@ -141,7 +145,7 @@ def evaluate_modes(
             tracklets.append(tracklet)
     features = extract_features_by_mode(
         model, tracklets, config.data.num_frames, modes, batch_size=config.data.test_batch_size * 2,
-        max_frames=config.data.max_test_frames, num_workers=config.data.num_workers,
+        max_clips=config.data.max_test_clips, num_workers=config.data.num_workers,
         amp=config.amp, progress=progress, description="test set",
     )  # fmt: skip
     query_rows = [unique[tuple(t.frames)] for t in dataset.query]

@@ -32,11 +32,20 @@ class DecodedTracklet:
     """The model input for one tracklet and how it was obtained."""
 
     frames: np.ndarray
-    """(T, H, W, 3) uint8 RGB, the sampled frames in temporal order."""
+    """(K x L, H, W, 3) uint8 RGB: the K clips of the model card's test-time mode, one after the other
+    (models.sample_clip_indices; K=1 and L=T for "centres"), each in temporal order."""
     frames_decoded: int
     """Frames the upload held (all of them decoded or counted)."""
     frame_indices: tuple[int, ...]
-    """Which decoded frame each of the T model frames is."""
+    """Which decoded frame each model frame is."""
+    clip_length: int = 0
+    """L, the frames of one clip (0: all of ``frames`` are one clip)."""
+
+    @property
+    def clips(self) -> np.ndarray:
+        """(K, L, H, W, 3): the clips the service embeds one by one and averages, as offline evaluation does."""
+        length = self.clip_length or len(self.frames)
+        return self.frames.reshape(-1, length, *self.frames.shape[1:])
 
     @property
     def frames_used(self) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
-from models import sample_frame_indices
+from models import MAX_TEST_CLIPS, sample_clip_indices
 from service.decoding.archives import read_archive
 from service.decoding.common import DecodedTracklet, DecodeLimits, NamedMedia, shorten
 from service.decoding.images import (
@@ -69,11 +69,23 @@ class TrackletDecoder:
         limits: upper bounds on what one upload may make the decoder do.
     """
 
-    def __init__(self, height: int, width: int, num_frames: int, limits: DecodeLimits | None = None):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        num_frames: int,
+        limits: DecodeLimits | None = None,
+        test_mode: str = "centres",
+        max_clips: int = MAX_TEST_CLIPS,
+    ):
         self.height = height
         self.width = width
         self.num_frames = num_frames
         self.limits = limits or DecodeLimits()
+        #: The test-time sampling (models.sample_clip_indices): the service passes its model card's
+        #: (models.DEFAULT_TEST_MODE unless exported otherwise), the same as offline evaluation.
+        self.test_mode = test_mode
+        self.max_clips = max_clips
         quiet_opencv_logging()
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -102,9 +114,14 @@ class TrackletDecoder:
                 code="too_many_pixels",
             )
 
-    def _pack(self, frames_by_index: dict[int, np.ndarray], indices: np.ndarray, decoded: int) -> DecodedTracklet:
-        clip = np.stack([frames_by_index[int(index)] for index in indices])
-        return DecodedTracklet(clip, decoded, tuple(int(index) for index in indices))
+    def _sample(self, count: int) -> np.ndarray:
+        """The (K, L) clips of frame indices the model sees for a tracklet of ``count`` frames."""
+        return sample_clip_indices(count, self.num_frames, self.test_mode, self.max_clips)
+
+    def _pack(self, frames_by_index: dict[int, np.ndarray], clips: np.ndarray, decoded: int) -> DecodedTracklet:
+        indices = clips.reshape(-1)
+        frames = np.stack([frames_by_index[int(index)] for index in indices])
+        return DecodedTracklet(frames, decoded, tuple(int(index) for index in indices), int(clips.shape[1]))
 
     def _decode_image(self, image: NamedMedia, kind: str, size: tuple[int, int], label: str) -> np.ndarray:
         flag, divisor = reduced_read_flag(kind, *size, self.width, self.height)
@@ -145,14 +162,14 @@ class TrackletDecoder:
                 raise InvalidMediaError(f"{label} is a {kind} file whose header cannot be read.")
             self._check_dimensions(*size, label)
             headers.append((kind, size, label))
-        indices = sample_frame_indices(len(images), self.num_frames)
-        wanted = sorted(set(indices.tolist()))
+        clips = self._sample(len(images))
+        wanted = sorted(set(clips.reshape(-1).tolist()))
         self._check_pixel_budget(sum(headers[k][1][0] * headers[k][1][1] for k in wanted), "upload")
         kept = {
             position: to_model_frame(self._decode_image(images[position], *headers[position]), self.height, self.width)
             for position in wanted
         }
-        return self._pack(kept, indices, len(images))
+        return self._pack(kept, clips, len(images))
 
     def decode_archive(self, data: bytes) -> DecodedTracklet:
         """Frames given as a .zip or .tar of image files, ordered by file name."""
@@ -180,8 +197,8 @@ class TrackletDecoder:
                     f"The video is truncated or corrupt: its header declares {int(declared_count)} frames "
                     f"but only {frame_count} are in it."
                 )
-            indices = sample_frame_indices(frame_count, self.num_frames)
-            wanted = set(indices.tolist())
+            clips = self._sample(frame_count)
+            wanted = set(clips.reshape(-1).tolist())
             last_wanted = max(wanted)
             self._check_pixel_budget((last_wanted + 1) * width * height, "video")
             kept: dict[int, np.ndarray] = {}
@@ -199,7 +216,7 @@ class TrackletDecoder:
                     if image.ndim == 2:
                         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
                     kept[position] = to_model_frame(image, self.height, self.width)
-            return self._pack(kept, indices, frame_count)
+            return self._pack(kept, clips, frame_count)
         except _LIBRARY_ERRORS as error:
             raise InvalidMediaError("The video cannot be decoded.") from error
         finally:

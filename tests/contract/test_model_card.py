@@ -27,6 +27,7 @@ CARD = {
     "attention_outputs": ["attention_1", "attention_2"],
     "model": {"backbone": "resnet18", "head": "mg-rafa", "label": "MG-RAFA(N=2)", "granularities": 2,
               "splits": 1, "reduction": 6, "reference": "all", "reference_frames": 4, "height": 64, "width": 32},
+    "test_time": {"mode": "consecutive", "max_clips": 3},
     "training": {"dataset": "synthetic", "checkpoint": "runs/x/final.pt", "epoch": 3,
                  "metrics": {"mAP": 0.5, "rank1": 0.75}},
     "export": {"opset": 18, "torch": "2.14.1", "parity_max_rel_error": 3e-7, "created_at": "2026-12-01T06:00:00+00:00"},
@@ -54,9 +55,11 @@ def test_a_card_round_trips_through_its_file(tmp_path):
 
 def test_defaults_are_what_a_minimal_card_means():
     minimal = {key: value for key, value in CARD.items()
-               if key not in ("precision", "attention_outputs", "mean", "std", "training")}  # fmt: skip
+               if key not in ("precision", "attention_outputs", "mean", "std", "training", "test_time")}  # fmt: skip
     card = ModelCard.parse(minimal)
     assert card.schema_version == SCHEMA_VERSION and card.precision == "fp32" and card.attention_outputs == []
+    # A card without the test-time section reads as the contract's defaults.
+    assert (card.test_time.mode, card.test_time.max_clips) == ("strided", 4)
     assert card.mean == [0.485, 0.456, 0.406] and card.std == [0.229, 0.224, 0.225] and card.training is None
 
 

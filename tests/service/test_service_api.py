@@ -110,7 +110,9 @@ def test_enroll_returns_the_record(enrolled, tiny_card):
     record = enrolled["a1"]
     assert record["id"] == "a1" and record["person_id"] == "A" and record["camera_id"] == "c1"
     assert record["metadata"] == {"source": "a1"}
-    assert record["frames_decoded"] == 6 and record["frames_used"] == tiny_card["num_frames"]
+    # The card's test-time mode (strided clips, models.DEFAULT_TEST_MODE) uses every frame of a short upload.
+    assert tiny_card["test_time"]["mode"] == "strided"
+    assert record["frames_decoded"] == 6 and record["frames_used"] == 6
     assert record["model_version"] == tiny_card["model_version"] and record["created_at"].endswith("+00:00")
     assert enrolled["a2"]["frames_decoded"] == 8 and enrolled["b1"]["frames_decoded"] == 6
 
@@ -137,7 +139,8 @@ def test_enroll_headers_and_generated_id(client):
 def test_stored_embedding_is_the_model_output_for_the_decoded_frames(client, state, enrolled):
     files = frame_files(101)
     decoded = state.decoder.decode_images([NamedMedia(name, data) for _, (name, data, _) in files])
-    direct = state.embedder.embed(decoded.frames[None])[0]
+    assert decoded.clips.shape[:2] == (2, 4)  # 6 frames, T=4: two strided clips
+    direct = state.embedder.embed(decoded.clips).mean(axis=0)  # one embedding per clip, averaged
     np.testing.assert_allclose(state.gallery.get_embedding("a1"), direct, rtol=1e-4, atol=1e-5)
 
 
@@ -199,7 +202,8 @@ def test_query_with_the_same_media_ranks_it_first_at_distance_zero(client, state
         assert matches[0]["distance"] < 1e-6 * max(matches[1]["distance"], 1.0)
         distances = [match["distance"] for match in matches]
         assert distances == sorted(distances) and len(matches) == 4
-        assert body["frames_used"] == 4 and body["top_k"] == 4
+        assert body["frames_used"] == {"a1": 6, "a2": 8, "b1": 6}[tracklet_id]  # every frame (strided clips)
+        assert body["top_k"] == 4
         # took_ms covers the stages of Server-Timing and no more than the client waited.
         stages = [float(part.split(";dur=")[1]) for part in response.headers["server-timing"].split(", ")]
         assert sum(stages) - 0.03 <= body["took_ms"] <= response.elapsed.total_seconds() * 1000
@@ -210,7 +214,7 @@ def test_query_ranking_equals_brute_force_over_the_stored_embeddings(client, sta
     response = client.post("/query", files=frame_files(999), data={"top_k": "10"})
     files = frame_files(999)
     decoded = state.decoder.decode_images([NamedMedia(name, data) for _, (name, data, _) in files])
-    query = state.embedder.embed(decoded.frames[None])[0].astype(np.float64)
+    query = state.embedder.embed(decoded.clips).mean(axis=0).astype(np.float64)
     expected = brute_force_ranking(state, query)
     matches = response.json()["matches"]
     assert [match["id"] for match in matches] == [key for key, _ in expected]

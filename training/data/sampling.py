@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch.utils.data
 
-from models import sample_frame_indices
+from models import MAX_TEST_CLIPS, TEST_MODES, sample_clip_indices, sample_frame_indices
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +51,7 @@ def dense_clip_indices(num_frames: int, clip_len: int) -> list[np.ndarray]:
     return clips
 
 
-def strided_clip_indices(num_frames: int, clip_len: int) -> list[np.ndarray]:
-    """Clips spread like training clips: clip k takes the k-th frame of every one of ``clip_len`` chunks.
-
-    The chunks are those of :func:`chunk_frame_indices` (``[floor(edges[j]), floor(edges[j+1]))``, at least
-    one frame each); there are as many clips as the longest chunk has frames, and a shorter chunk repeats
-    its last frame. Every frame appears in some clip, each clip is in temporal order.
-    """
-    if num_frames < 1 or clip_len < 1:
-        raise ValueError(f"need num_frames >= 1 and clip_len >= 1, got {num_frames}, {clip_len}")
-    edges = np.linspace(0.0, float(num_frames), clip_len + 1)
-    starts = np.minimum(np.floor(edges[:-1]).astype(np.int64), num_frames - 1)
-    ends = np.maximum(starts + 1, np.floor(edges[1:]).astype(np.int64))
-    ends[-1] = max(ends[-1], num_frames)
-    return [np.minimum(starts + k, ends - 1) for k in range(int((ends - starts).max()))]
-
-
 #: Test-time modes (see ``training.test_time``); the old names ``test`` and ``dense`` still work.
-TEST_MODES = ("centres", "strided", "consecutive", "all")
 TEST_MODE_ALIASES = {"test": "centres", "dense": "consecutive"}
 
 
@@ -81,21 +64,10 @@ def canonical_test_mode(mode: str) -> str:
     return mode
 
 
-def test_clips(num_frames: int, clip_len: int, mode: str, max_frames: int | None = None) -> list[np.ndarray]:
-    """The clips (frame index arrays) a test-time mode feeds the head; their features are averaged.
-
-    ``all`` is one clip of every frame, or of ``max_frames`` chunk centres when the tracklet is longer.
-    """
-    mode = canonical_test_mode(mode)
-    if mode == "centres":
-        return [chunk_frame_indices(num_frames, clip_len)]
-    if mode == "strided":
-        return strided_clip_indices(num_frames, clip_len)
-    if mode == "consecutive":
-        return dense_clip_indices(num_frames, clip_len)
-    if max_frames is not None and num_frames > max_frames:
-        return [chunk_frame_indices(num_frames, max_frames)]
-    return [np.arange(num_frames, dtype=np.int64)]
+def test_clips(num_frames: int, clip_len: int, mode: str, max_clips: int = MAX_TEST_CLIPS) -> list[np.ndarray]:
+    """The clips (frame index arrays) a test-time mode feeds the head, features averaged: the contract's
+    :func:`models.sample_clip_indices`, the very rule the service samples uploads by."""
+    return list(sample_clip_indices(num_frames, clip_len, canonical_test_mode(mode), max_clips))
 
 
 class PKSampler(torch.utils.data.Sampler[list[int]]):
