@@ -132,7 +132,7 @@ async def embed_upload(state: ServiceState, media: MediaUpload, timer: StageTime
     with timer.stage("embed"):
         clips = await asyncio.gather(*(state.batcher.embed(clip) for clip in decoded.clips))
         embedding = np.mean(np.stack(clips), axis=0, dtype=np.float64).astype(np.float32)
-    middle = decoded.frames[len(decoded.frames) // 2]
+    middle = decoded.middle_frame
     return EmbeddedUpload(embedding, decoded.frames_decoded, decoded.frames_used, middle)
 
 

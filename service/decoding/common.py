@@ -42,6 +42,13 @@ class DecodedTracklet:
     """L, the frames of one clip (0: all of ``frames`` are one clip)."""
 
     @property
+    def middle_frame(self) -> np.ndarray:
+        """The frame in the middle of those used (by decoded index): the tracklet's thumbnail."""
+        used = sorted(set(self.frame_indices))
+        middle = used[len(used) // 2]
+        return self.frames[self.frame_indices.index(middle)]
+
+    @property
     def clips(self) -> np.ndarray:
         """(K, L, H, W, 3): the clips the service embeds one by one and averages, as offline evaluation does."""
         length = self.clip_length or len(self.frames)

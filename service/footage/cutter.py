@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models import sample_frame_indices
+from models import sample_clip_indices, sample_frame_indices
 from service.footage.crops import crop_quality, crop_resize_pad
 
 
@@ -57,9 +57,15 @@ class FootageTracklet:
         return self.best_crop
 
     def clip(self, num_frames: int) -> np.ndarray:
-        """(num_frames, H, W, 3) uint8 RGB: the crops sampled exactly as uploads are (sample_frame_indices)."""
+        """(num_frames, H, W, 3) uint8 RGB: one clip of the chunk centres (sample_frame_indices)."""
         indices = sample_frame_indices(len(self.crops), num_frames)
         return np.stack([self.crops[i] for i in indices])
+
+    def clips(self, num_frames: int, mode: str, max_clips: int) -> np.ndarray:
+        """(K, L, H, W, 3) uint8 RGB: the crops sampled exactly as uploads are (models.sample_clip_indices, the
+        model card's test-time mode); their embeddings are averaged, as for uploads."""
+        indices = sample_clip_indices(len(self.crops), num_frames, mode, max_clips)
+        return np.stack([[self.crops[i] for i in clip] for clip in indices])
 
 
 @dataclass

@@ -143,7 +143,10 @@ class FootageJobBody:
             return (job.start_time or 0.0) + seconds
 
         def on_tracklet(tracklet: Any) -> None:
-            embedding = embed(tracklet.clip(self.card.num_frames))
+            # Each clip of the card's test-time mode embedded and averaged, exactly as an upload is.
+            test_time = self.card.test_time
+            clips = tracklet.clips(self.card.num_frames, test_time.mode, test_time.max_clips)
+            embedding = np.mean([embed(clip) for clip in clips], axis=0, dtype=np.float64).astype(np.float32)
             progress.tracklets += 1
             provenance = {
                 "start_time": absolute(tracklet.start_s), "end_time": absolute(tracklet.end_s),

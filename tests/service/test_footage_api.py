@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from footage_media import WALKERS, staggered_walkers, street_frames, video_bytes, wait_for_job
 from test_service_api import assert_error
 
-from models import sample_frame_indices
+from models import sample_clip_indices
 from service.app import create_app
 from service.config import Settings
 from service.footage.jobs import Job, JobMode, JobStatus
@@ -210,7 +210,8 @@ def test_thumbnails_of_footage_tracklets_and_uploads(client, enrolled_job, tmp_p
     assert uploaded.status_code == 201 and uploaded.json()["has_thumbnail"]
     thumbnail = client.get("/tracklets/plain-1/thumbnail")
     grey = cv2.imdecode(np.frombuffer(thumbnail.content, np.uint8), cv2.IMREAD_COLOR)
-    middle = sample_frame_indices(5, 4)[2]  # the middle of the T=4 frames sampled from 5
+    used = sorted(set(sample_clip_indices(5, 4).ravel().tolist()))  # the card's clips (strided: all 5 frames)
+    middle = used[len(used) // 2]
     assert abs(float(grey.mean()) - 40 * middle) < 6
     path = client.app.state.service.thumbnails.path("plain-1")
     assert path.is_file()
