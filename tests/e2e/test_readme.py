@@ -63,14 +63,14 @@ def training_argv(command: str) -> list[str] | None:
 
 
 def test_training_commands_parse_and_name_real_configs():
-    from training.cli import build_parser
+    from training.cli import FORWARDED, build_parser
     from training.config import load_config
 
     parser = build_parser()
     checked = 0
     for command in COMMANDS:
         argv = training_argv(command)
-        if argv is None:
+        if argv is None or argv[0] in FORWARDED:  # forwarded commands have their own parsers (tests below)
             continue
         args = parser.parse_args(argv)
         config = getattr(args, "config", None)
@@ -79,6 +79,33 @@ def test_training_commands_parse_and_name_real_configs():
             load_config(ROOT / config)
         checked += 1
     assert checked >= 5
+
+
+def test_attention_command_renders_figure_3(tmp_path):
+    """The README's `python -m training attention` line, run for real on a tiny checkpoint and tracklet."""
+    import torch
+
+    from training.checkpoint import Checkpoint
+    from training.cli import main
+    from training.config import TrainConfig
+    from training.model import build_model
+
+    (line,) = [c for c in COMMANDS if training_argv(c) and training_argv(c)[0] == "attention"]
+    argv = training_argv(line)
+    torch.manual_seed(0)
+    model = build_model(backbone="resnet18", head="mg-rafa", granularities=2, height=64, width=32).eval()
+    checkpoint = tmp_path / "final.pt"
+    Checkpoint(epoch=1, model=model.state_dict(), model_config=model.config.to_dict(),
+               config=TrainConfig().to_dict(), dataset="synthetic", split_id=0, num_train_pids=2).save(checkpoint)
+    tracklet = tmp_path / "tracklet"
+    tracklet.mkdir()
+    for index in range(5):
+        cv2.imwrite(str(tracklet / f"{index:03d}.jpg"), np.full((64, 32, 3), 30 * index, np.uint8))
+    for option, value in (("--checkpoint", checkpoint), ("--tracklet", tracklet), ("--out", tmp_path / "out")):
+        argv[argv.index(option) + 1] = str(value)
+    assert main(argv) == 0
+    assert cv2.imread(str(tmp_path / "out" / "attention.png")) is not None
+    assert (tmp_path / "out" / "G-1st.png").is_file() and (tmp_path / "out" / "G-2nd.png").is_file()
 
 
 def test_export_commands(tmp_path):
