@@ -180,9 +180,12 @@ class FootageJobRunner:
             self.store.finish(job_id, status, error)
             log.info("footage job %s %s", job_id, status.value)
         finally:
+            # Clean up (the spooled video) before the job leaves the running set, so whoever waits for it
+            # (DELETE /jobs/{id}) sees the job wholly finished.
+            with contextlib.suppress(Exception):
+                job = self.store.get(job_id)
+                if job is not None and job.status.finished:
+                    self.on_finished(job_id)
             with self._finished:
                 self._running.pop(job_id, None)
                 self._finished.notify_all()
-            job = self.store.get(job_id)
-            if job is not None and job.status.finished:
-                self.on_finished(job_id)
