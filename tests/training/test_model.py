@@ -214,3 +214,56 @@ def test_bad_configurations_are_rejected():
         build_head("mg-rafa", 3, (16, 8), granularities=4)
     # N=3 on 2048 channels: groups of 683, 683, 682.
     assert build_head("mg-rafa", 2048, (16, 8), granularities=3).group_channels == [683, 683, 682]
+
+
+# ------------------------------------------------------------------- Table 3: the reference-node variants
+def head_with_reference(reference: str, frames: int = 3) -> ReferenceAidedAttention:
+    torch.manual_seed(0)
+    head = ReferenceAidedAttention(12, (4, 2), pool=1, reduction=2, reference=reference,
+                                   num_frames=frames if reference == "all" else None)  # fmt: skip
+    return head.eval()
+
+
+def test_reference_sets_have_the_papers_sizes():
+    assert head_with_reference("temporal").num_reference == 8  # S-RFNs: H*W nodes of the averaged map
+    assert head_with_reference("frame").num_reference == 8  # one frame's H*W nodes
+    assert head_with_reference("all").num_reference == 3 * 8  # all T*H*W nodes ("ST")
+    assert head_with_reference("all").psi[0].in_channels == 24
+
+
+def test_per_frame_reference_ignores_other_frames_and_temporal_one_does_not():
+    maps = torch.randn(1, 3, 12, 4, 2)
+    changed = maps.clone()
+    changed[:, 2] = torch.randn(12, 4, 2)  # only frame 3 differs
+    with torch.no_grad():
+        for reference, independent in (("frame", True), ("temporal", False), ("all", False)):
+            head = head_with_reference(reference)
+            before = head.attention_logits(head.pool_nodes(maps))[:, 0]
+            after = head.attention_logits(head.pool_nodes(changed))[:, 0]
+            # Frame 1's scores depend on frame 3 only through a shared reference.
+            assert torch.allclose(before, after) == independent, reference
+
+
+def test_all_nodes_reference_matches_its_definition_and_fixes_t():
+    head = head_with_reference("all")
+    maps = torch.randn(2, 3, 12, 4, 2)
+    with torch.no_grad():
+        flat = maps.flatten(0, 1)
+        queries = head.mu(flat).unflatten(0, (2, 3)).flatten(3)  # (B, T, C/s, HW)
+        keys = head.nu(flat).unflatten(0, (2, 3)).flatten(3)  # (B, T, C/s, HW)
+        # relation of node i of frame t with node j of frame u, stacked frame by frame in raster order
+        expected = torch.einsum("btci,bucj->btuji", queries, keys).flatten(2, 3)
+        relations = expected.reshape(6, 24, 4, 2)
+        scores = head.theta(torch.cat([head.phi(flat), head.psi(relations)], dim=1)).unflatten(0, (2, 3))
+        assert torch.allclose(head.attention_logits(maps), scores, atol=1e-5)
+        with pytest.raises(ValueError, match="T=3"):
+            head(torch.randn(1, 4, 12, 4, 2))
+
+
+def test_model_config_builds_the_reference_variants():
+    model = build_model(backbone="resnet18", head="sg-rafa", height=64, width=32, reference="all", reference_frames=2)
+    assert model.config.label == "SG-RAFA(S=1) ref=all"
+    out = model(torch.randn(1, 2, 3, 64, 32))
+    assert out.embedding.shape == (1, 512)
+    with pytest.raises(ValueError, match="reference"):
+        build_head("sg-rafa", 16, (4, 2), reference="nodes")

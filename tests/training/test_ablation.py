@@ -1,0 +1,39 @@
+"""The ablation's head specs and its mean ± std table (no training: rows are built by hand)."""
+
+import pytest
+
+from training.ablation import AblationRow, HeadSpec, ablation_markdown, mean_std
+from training.config import TrainConfig
+from training.evaluation import RetrievalMetrics
+
+
+def test_head_specs_with_options():
+    assert HeadSpec.parse("mg-rafa:4") == HeadSpec("mg-rafa", 4, 1)
+    spec = HeadSpec.parse("sg-rafa:1,reference=frame")
+    assert (spec.splits, spec.reference, spec.slug, spec.label) == (1, "frame", "sg-rafa-s1-ref-frame",
+                                                                     "SG-RAFA(S=1) ref=frame")  # fmt: skip
+    spec = HeadSpec.parse("mg-rafa:4,s=8")
+    assert (spec.reduction, spec.slug, spec.label) == (8, "mg-rafa-n4-r8", "MG-RAFA(N=4) s=8")
+    assert HeadSpec.parse("sg-rafa:1,reference=all").modes == ("centres", "strided", "consecutive")
+    config = HeadSpec.parse("sg-rafa:1,reference=all").apply(TrainConfig(), seed=5)
+    assert (config.seed, config.model.reference, config.model.reference_frames) == (5, "all", config.data.num_frames)
+    for bad in ("mg-rafa:4,s=x", "mg-rafa:4,reference=nodes", "mg-rafa:4,depth=2", "rafa:2"):
+        with pytest.raises(ValueError):
+            HeadSpec.parse(bad)
+
+
+def row(seed: int, value: float, label: str = "MG-RAFA(N=4)") -> AblationRow:
+    metrics = RetrievalMetrics(value, value, value, value, value)
+    return AblationRow(label=label, spec="mg-rafa:4", head="mg-rafa", granularities=4, splits=1, metrics=metrics,
+                       cmc=None, epochs=1, wall_time_s=60.0, head_parameters=1000, total_parameters=2000,
+                       checkpoint=None, seed=seed, test_mode="strided",
+                       modes={"strided": metrics, "centres": RetrievalMetrics(0.1, 0.1, 0.1, 0.1, 0.1)},
+                       command="python -m training ablation --seeds 0 1 2")  # fmt: skip
+
+
+def test_table_reports_mean_and_sample_std_over_seeds_and_every_mode():
+    assert mean_std([0.5]) == "50.0" and mean_std([0.4, 0.5, 0.6]) == "50.0 ± 10.0"
+    table = ablation_markdown([row(0, 0.4), row(1, 0.5), row(2, 0.6)], TrainConfig(), "test machine")
+    assert "| MG-RAFA(N=4) | 0, 1, 2 | 50.0 ± 10.0 | 50.0 ± 10.0 |" in table
+    assert "| MG-RAFA(N=4) | 0, 1, 2 | 10.0 ± 0.0 / 10.0 ± 0.0 | 50.0 ± 10.0 / 50.0 ± 10.0 | n/a | n/a |" in table
+    assert "python -m training ablation --seeds 0 1 2" in table
