@@ -72,6 +72,12 @@ _BATCH = 1000
 IVF_LISTS = 1024
 _HNSW_EF_CONSTRUCTION = 256
 _LABEL_BYTES = 1024  # 256 characters of up to 4 bytes
+#: pymilvus pings every 10 s even on an idle connection. A gRPC server that keeps gRPC's default ping policy
+#: (one ping per 5 minutes without data, as Milvus Lite's server does) answers a third early ping by closing
+#: the connection ("too many pings"), and pymilvus' shared connection then fails every later call. Pings
+#: only while a call is in flight, once a minute, keep Milvus Lite's server and Milvus' alike content; a
+#: connection that died while idle is found by the next call's deadline (REID_MILVUS_TIMEOUT_S).
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 60_000, "grpc.keepalive_permit_without_calls": False}
 
 
 def milvus_index(options: IndexOptions, size: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -131,7 +137,7 @@ class MilvusGallery:
         # and uses its own clock, which is right for Lite (a Milvus server never takes that path).
         logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
         try:
-            self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
+            self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s, grpc_options=_GRPC_OPTIONS)
         except self._errors as error:
             raise StartupError(f"cannot reach Milvus at {uri}: {_reason(error)}") from None
         try:

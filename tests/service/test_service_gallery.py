@@ -109,6 +109,18 @@ def test_conflict_and_replace(filled):
     np.testing.assert_array_equal(store.get_embedding("t5"), new_vector)
 
 
+def test_ties_in_distance_rank_in_enrollment_order(tmp_path, open_store):
+    store = open_store(tmp_path, DIM, VERSION)
+    same = np.ones(DIM, np.float32)
+    for name in ("late-z", "early-a", "middle-m"):
+        store.add(TrackletRecord(id=name), same)
+    store.add(TrackletRecord(id="early-a"), same, replace=True)  # a replace enrolls anew: last in the order
+    assert [hit.record.id for hit in search(store, same, 3)] == ["late-z", "middle-m", "early-a"]
+    assert [hit.record.id for hit in search(store, same, 2)] == ["late-z", "middle-m"]
+    assert [record.id for record in store.list()[0]] == ["late-z", "middle-m", "early-a"]
+    store.close()
+
+
 def test_list_pages_and_filters(filled):
     store, _, _ = filled
     page, total = store.list(limit=10, offset=0)

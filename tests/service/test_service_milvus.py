@@ -106,16 +106,6 @@ def store(tmp_path, milvus_server):
     gallery.close()
 
 
-def test_ties_in_distance_rank_in_enrollment_order(store):
-    same = np.ones(DIM, np.float32)
-    for name in ("late-z", "early-a", "middle-m"):
-        store.add(TrackletRecord(id=name), same)
-    store.add(TrackletRecord(id="early-a"), same, replace=True)  # a replace enrolls anew: last in the order
-    (hits,) = store.search(same[None], 3)
-    assert [hit.record.id for hit in hits] == ["late-z", "middle-m", "early-a"]
-    assert [record.id for record in store.list()[0]] == ["late-z", "middle-m", "early-a"]
-
-
 def test_filter_values_never_become_expression_text(store):
     vector = np.zeros(DIM, np.float32)
     nasty = ['c" or camera_id != "', "c' or 1 == 1 or '", 'c\\" or true or \\"', "c]) or (id != '", "ü漢\t\n\r"]

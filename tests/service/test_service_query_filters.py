@@ -1,4 +1,5 @@
-"""POST /query and GET /tracklets filters, group_by and rerank through the real app; bad filters are 422."""
+"""POST /query and GET /tracklets filters, group_by and rerank through the real app, on each gallery backend
+(SQLite + FAISS, Milvus Lite); bad filters are 422."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ def iso(seconds: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_model, tmp_path_factory):
-    settings = Settings(model_path=tiny_model, data_dir=tmp_path_factory.mktemp("gallery"), device="cpu",
-                        intra_op_threads=1, max_wait_ms=2, rerank_k1=6, rerank_k2=3, rerank_shortlist=8,
-                        _env_file=None)
+def client(tiny_model, tmp_path_factory, open_store):
+    settings = Settings(model_path=tiny_model, device="cpu", intra_op_threads=1, max_wait_ms=2, rerank_k1=6,
+                        rerank_k2=3, rerank_shortlist=8, _env_file=None,
+                        **open_store.settings(tmp_path_factory.mktemp("gallery")))
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

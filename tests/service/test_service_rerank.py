@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from gallery_backends import GalleryOpener
 
 from models.rerank import RerankParameters, gallery_neighbour_lists, ranked_by_distance, rerank_query
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
@@ -39,9 +40,13 @@ KINDS = {
 }
 
 
-@pytest.fixture(params=list(KINDS))
+@pytest.fixture(params=[*KINDS, pytest.param("milvus-flat", marks=pytest.mark.milvus)])
 def searcher(request, tmp_path):
-    gallery = ObservedGallery(SqliteGallery(tmp_path / "g", DIM, VERSION, index_options=KINDS[request.param]))
+    if request.param == "milvus-flat":  # the same Searcher over the Milvus backend (Milvus Lite)
+        store = GalleryOpener("milvus", request.getfixturevalue("milvus_server").uri)(tmp_path / "g", DIM, VERSION)
+    else:
+        store = SqliteGallery(tmp_path / "g", DIM, VERSION, index_options=KINDS[request.param])
+    gallery = ObservedGallery(store)
     searcher = Searcher(gallery, PARAMETERS, neighbour_capacity=500)
     gallery.neighbours = searcher.neighbours
     yield searcher
@@ -75,7 +80,9 @@ def test_online_rerank_equals_offline_and_stays_equal_as_the_gallery_changes(sea
             assert online == offline_top(query, matrix, order, 10)
 
     check()
-    assert searcher.gallery.index.kind.value == next(k for k, o in KINDS.items() if o is searcher.gallery.index.options)
+    if hasattr(searcher.gallery, "index"):  # SQLite + FAISS: the index kind asked for (Milvus: FLAT)
+        assert searcher.gallery.index.kind.value == next(k for k, o in KINDS.items()
+                                                         if o is searcher.gallery.index.options)
     assert len(searcher.neighbours) > 0 and searcher.neighbours.misses > 0
     # Re-ranking really re-orders: the answer is not the plain nearest-first list.
     plain = [[hit.record.id for hit in searcher.search(query, 10)] for query in queries]
