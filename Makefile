@@ -44,8 +44,9 @@ bench: $(STAMP)
 		--min-requests 2 --time-limit 5 --prefill 200 --frames 8 --work-dir $(BENCH_DIR)/service \
 		--out $(BENCH_DIR)/bench_service.md
 	$(PY) -m bench.bench_load --model $(BENCH_DIR)/tiny.onnx --clients 2 --duration 5 --work-dir $(BENCH_DIR)/load
+	$(PY) -m bench.bench_milvus --size 2000 --dim 128 --enrolls 5 --queries 5 --out $(BENCH_DIR)/bench_milvus.md
 	$(PY) -m bench.bench_hostile --quick --out $(BENCH_DIR)/hostile.md
-	@echo "quick benchmark tables: $(BENCH_DIR)/bench_gallery.md, $(BENCH_DIR)/bench_service.md"
+	@echo "quick benchmark tables: $(BENCH_DIR)/bench_gallery.md, $(BENCH_DIR)/bench_service.md, $(BENCH_DIR)/bench_milvus.md"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
