@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import sys
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -156,6 +158,18 @@ def run(args: argparse.Namespace) -> str:
     return report(args, spec, rows, retrieval_rows, speed_rows, embedder)
 
 
+def rejoin_summary(rows) -> str:
+    """' Measured: IDF1 +x, MOTA +y on average over the cameras and detectors.' (empty without re-join rows)."""
+    plain = {(d, c): s for d, c, s, _t, _n in rows if not d.endswith("re-join")}
+    deltas = [(s["idf1"] - plain[(d.split(" + ")[0], c)]["idf1"], s["mota"] - plain[(d.split(" + ")[0], c)]["mota"])
+              for d, c, s, _t, _n in rows if d.endswith("re-join")]  # fmt: skip
+    if not deltas:
+        return ""
+    idf1, mota = np.mean(deltas, axis=0)
+    return (f" Measured here: IDF1 {idf1:+.3f}, MOTA {mota:+.3f} on average over cameras and detectors, so"
+            " the pipeline does not adopt it.")  # fmt: skip
+
+
 def report(args, spec, rows, retrieval_rows, speed_rows, embedder) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -192,7 +206,8 @@ def report(args, spec, rows, retrieval_rows, speed_rows, embedder) -> str:
     if retrieval_rows:
         card = embedder.card
         lines += [
-            f"Model `{args.model}` ({card.name}, {card.height}x{card.width}, T={card.num_frames}, dim {card.dim}).",
+            f"Model `{args.model}` ({card.name}, {card.height}x{card.width}, T={card.num_frames}, dim {card.dim}). "
+            + (args.model_note or ""),
             "",
             "| detector | queries | gallery tracklets | rank-1 | mAP |",
             "|---|---:|---:|---:|---:|",
@@ -235,7 +250,7 @@ def report(args, spec, rows, retrieval_rows, speed_rows, embedder) -> str:
         "  interpolated in the output. The `+ reID re-join` rows (only with `--model`) measure what linking would",
         "  bring: a track that ends is joined to one that starts within 3 s near where it ended when their mean",
         "  tracklet embeddings are closer than half the median distance between tracks seen at the same time",
-        "  (`rejoin` in this script).",
+        "  (`rejoin` in this script)." + rejoin_summary(rows),
         "- Speed: stages run one after the other on one thread each (OpenCV and onnxruntime use their default",
         "  thread pools); `embed` is the reID model over every tracklet's T frames, batch 8.",
     ]
@@ -249,9 +264,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--detectors", nargs="+", default=["background", "background-knn"])
     parser.add_argument("--model", help="exported reID model (.onnx with its card) for the retrieval figures")
+    parser.add_argument("--model-note", help="how the model was obtained (printed under the retrieval table)")
     parser.add_argument("--out", default="bench/footage.md")
     args = parser.parse_args(argv)
-    args.command = "PYTHONPATH=. .venv/bin/python -m bench.bench_footage " + " ".join(argv or os.sys.argv[1:])
+    args.command = "PYTHONPATH=. .venv/bin/python -m bench.bench_footage " + shlex.join(argv or sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     text = run(args)
     Path(args.out).write_text(merge_section(Path(args.out), text), encoding="utf-8")
