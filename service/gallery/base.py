@@ -170,7 +170,8 @@ class Match(BaseModel):
 class Gallery(Protocol):
     """A persistent gallery of tracklet records and their embeddings, with exact squared-l2 search.
 
-    Backends: `service.gallery.local.SqliteGallery` (SQLite + FAISS, the default). Chosen by
+    Backends: `service.gallery.local.SqliteGallery` (SQLite + FAISS, the default) and
+    `service.gallery.milvus.MilvusGallery` (a Milvus collection several replicas share). Chosen by
     `service.gallery.open_gallery` from REID_GALLERY_BACKEND. Every method may raise StorageFullError
     (507) or StorageUnavailableError (503) when the storage fails; a write then stores nothing.
     """
