@@ -34,7 +34,7 @@ from service.middleware import (
     RequestContextMiddleware,
     admission_controlled_routes,
 )
-from service.routes import footage, health, model, query, tracklets
+from service.routes import footage, health, media, model, query, tracklets, ui
 from service.state import ServiceState, load_state
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         service_state = app.state.service
         return service_state is not None and service_state.batcher.queue_is_full
 
-    public_paths = {"/healthz"}
+    public_paths = {"/healthz", *ui.PUBLIC_PATHS}
     if settings.docs_enabled and settings.docs_public:
         public_paths |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
     # Added last = outermost. The request context wraps everything, so every refusal carries a request id
@@ -129,21 +129,24 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         RequestBodyGuardMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s,
         route_limits={("POST", "/footage"): (settings.max_footage_bytes, settings.footage_body_timeout_s)},
     )
-    routers = (health.router, tracklets.router, query.router, footage.footage_router, footage.jobs_router,
-               model.router)
+    routers = (health.router, tracklets.router, media.router, query.router, footage.footage_router,
+               footage.jobs_router, model.router, ui.router)
     # The routes themselves say which requests admission control bounds (`admission_controlled`).
     app.state.admission_routes = admission_controlled_routes(route for router in routers for route in router.routes)
     app.add_middleware(
         AdmissionMiddleware, routes=app.state.admission_routes, max_concurrent=settings.max_concurrent_uploads,
         embed_queue_is_full=embed_queue_is_full,
     )
-    app.add_middleware(ApiKeyMiddleware, checker=app.state.key_checker, public_paths=frozenset(public_paths))
+    app.add_middleware(ApiKeyMiddleware, checker=app.state.key_checker, public_paths=frozenset(public_paths),
+                       public_prefixes=(ui.PUBLIC_PREFIX,))
     # Framing first: a request with both Content-Length and Transfer-Encoding is refused before any other
     # middleware reads (or drains) its body.
     app.add_middleware(FramingMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in routers:
         app.include_router(router)
+    # The web page (static files; the API key is asked for by the page itself, for its API calls).
+    app.mount("/ui", ui.page_files(), name="ui")
     generate_openapi = app.openapi
 
     def openapi_with_file_fields() -> dict[str, Any]:

@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         description="Keep a small JPEG of each tracklet's best crop beside its record (GET "
         "/tracklets/{id}/thumbnail). These are pictures of people: turn it off where that is not wanted.",
     )
+    store_frames: bool = Field(
+        True,
+        description="Keep the T frames each tracklet was embedded from, as small JPEGs at the model's input size "
+        "(GET /tracklets/{id}/frames; the web page's tracklet view and attention overlays use them). These are "
+        "pictures of people: turn it off where that is not wanted.",
+    )
 
     docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     docs_public: bool = Field(

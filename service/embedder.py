@@ -116,6 +116,25 @@ class OnnxEmbedder:
             raise StartupError(f"the ONNX graph's input is {inputs[self.card.input_name].type}, not uint8")
 
     @property
+    def attention_names(self) -> list[str]:
+        """The graph's attention outputs named by its card (granularity order), the ones it really has."""
+        outputs = {node.name for node in self.session.get_outputs()}
+        return [name for name in self.card.attention_outputs if name in outputs]
+
+    def attention(self, clip: np.ndarray) -> list[np.ndarray]:
+        """Per granularity, the attention (T, Hm, Wm) of one clip (T, H, W, 3) uint8 RGB; [] without outputs.
+
+        A separate run from `embed` (only for the tracklet view's overlays): embeddings never wait on it."""
+        names = self.attention_names
+        if not names:
+            return []
+        clip = np.asarray(clip, dtype=np.uint8)
+        if clip.shape != self.input_shape:
+            raise ValueError(f"expected a uint8 clip {self.input_shape}, got {clip.shape}")
+        outputs = self.session.run(names, {self.card.input_name: clip[None]})
+        return [np.asarray(output[0], dtype=np.float32) for output in outputs]
+
+    @property
     def input_shape(self) -> tuple[int, int, int, int]:
         """(T, H, W, 3) of one clip."""
         return self.card.num_frames, self.card.height, self.card.width, 3

@@ -186,17 +186,22 @@ async def _drain(receive: Receive, already: int, limit: int) -> None:
 class ApiKeyMiddleware:
     """Refuses every request without an accepted API key with 401, before its body is read.
 
-    Exempt: /healthz (liveness probes carry no secrets), and the docs when ``public_paths`` holds them.
+    Exempt: /healthz (liveness probes carry no secrets), the docs when ``public_paths`` holds them, and the
+    web page's static files (``public_prefixes``: they hold no data; the page's API calls carry the key).
     The key is never logged and is compared in constant time against every accepted key (`KeyChecker`).
     """
 
-    def __init__(self, app: ASGIApp, checker: KeyChecker, public_paths: frozenset[str]):
+    def __init__(self, app: ASGIApp, checker: KeyChecker, public_paths: frozenset[str],
+                 public_prefixes: tuple[str, ...] = ()):
         self.app = app
         self.checker = checker
         self.public_paths = public_paths
+        self.public_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.checker.enabled or scope["path"] in self.public_paths:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or not self.checker.enabled or path in self.public_paths
+                or path.startswith(self.public_prefixes)):
             await self.app(scope, receive, send)
             return
         message = self.checker.check(credentials_from_headers(scope.get("headers", [])))

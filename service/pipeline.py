@@ -9,6 +9,7 @@ uses, so every record is stored one way.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +20,16 @@ import numpy as np
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from models.contract import sample_frame_indices
+from models.overlay import overlay_frames
 from service.decoding import DecodedTracklet, NamedMedia, TrackletDecoder
 from service.errors import ConflictError, InvalidRequestError, NotFoundError
 from service.gallery import Gallery, TrackletFilter, TrackletRecord
+from service.media import MediaStore, add_with_media, encode_png
 from service.metrics import ServiceMetrics
 from service.schemas import Match, QueryOut
+from service.search.searcher import Hit
 from service.state import ServiceState
-from service.thumbnails import ThumbnailStore, add_with_thumbnail
 
 
 class MediaKind(str, Enum):
@@ -53,6 +57,8 @@ class EmbeddedUpload:
     frames_used: int
     thumbnail: np.ndarray | None = None
     """The middle of the sampled frames (RGB): the tracklet's thumbnail."""
+    frames: np.ndarray | None = None
+    """The (T, H, W, 3) RGB frames the model embedded (kept with REID_STORE_FRAMES)."""
 
 
 @dataclass
@@ -133,18 +139,21 @@ async def embed_upload(state: ServiceState, media: MediaUpload, timer: StageTime
         clips = await asyncio.gather(*(state.batcher.embed(clip) for clip in decoded.clips))
         embedding = np.mean(np.stack(clips), axis=0, dtype=np.float64).astype(np.float32)
     middle = decoded.middle_frame
-    return EmbeddedUpload(embedding, decoded.frames_decoded, decoded.frames_used, middle)
+    # The frames kept for the web page: the middle clip the model embedded (all of them with one clip).
+    kept = decoded.clips[len(decoded.clips) // 2]
+    return EmbeddedUpload(embedding, decoded.frames_decoded, decoded.frames_used, middle, kept)
 
 
 # -- enroll --------------------------------------------------------------------------------------------------
 def store_record(gallery: Gallery, record: TrackletRecord, embedding: np.ndarray, replace: bool = False,
-                 thumbnails: ThumbnailStore | None = None, thumbnail: np.ndarray | None = None) -> TrackletRecord:
+                 media: MediaStore | None = None, thumbnail: np.ndarray | None = None,
+                 frames: np.ndarray | None = None) -> TrackletRecord:
     """Blocking: stores one record and its embedding durably; the record as stored (version and time set).
-    With ``thumbnail`` (RGB), its JPEG is written first and the record says has_thumbnail (see
-    `service.thumbnails` for the order of the writes)."""
-    if thumbnails is None or thumbnail is None:
+    With ``thumbnail`` (RGB) and ``frames`` ((T, H, W, 3) RGB), their JPEGs are written first and the record
+    says has_thumbnail (see `service.media` for the layout and the order of the writes)."""
+    if media is None or (thumbnail is None and frames is None):
         return gallery.add(record, embedding, replace)
-    return add_with_thumbnail(gallery, thumbnails, record, embedding, thumbnail, replace)
+    return add_with_media(gallery, media, record, embedding, thumbnail, frames, replace)
 
 
 async def enroll(
@@ -159,18 +168,20 @@ async def enroll(
                                        "frames_used": embedded.frames_used})
     with timer.stage("store"):
         return await run_in_threadpool(
-            store_record, state.gallery, record, embedded.embedding, replace, state.thumbnails, embedded.thumbnail
+            store_record, state.gallery, record, embedded.embedding, replace, state.media, embedded.thumbnail,
+            embedded.frames,
         )
 
 
-def delete_record(gallery: Gallery, thumbnails: ThumbnailStore, tracklet_id: str) -> bool:
-    """Blocking: removes a record (out of every search when this returns), then its thumbnail; False if none.
+def delete_record(gallery: Gallery, media: MediaStore, tracklet_id: str) -> bool:
+    """Blocking: removes a record (out of every search when this returns), then its media (thumbnail, frames,
+    overlays); False if none.
 
-    The file goes after the record: a crash in between leaves a file no record claims, swept at the next start.
+    The files go after the record: a crash in between leaves files no record claims, swept at the next start.
     """
     if not gallery.delete(tracklet_id):
         return False
-    thumbnails.delete(tracklet_id)
+    media.delete(tracklet_id)
     return True
 
 
@@ -194,16 +205,23 @@ async def query(
     tracklet_filter: TrackletFilter | None = None,
     group_by_person: bool = False,
     rerank: bool = False,
+    exclude_query: bool = False,
 ) -> QueryOut:
     """Ranks the gallery for the query: media (embedded, not stored) or an enrolled tracklet's embedding.
 
     Only tracklets passing ``tracklet_filter`` (and, with ``exclude_same_camera``, not of the query's camera)
-    are ranked; ``group_by_person`` answers one tracklet per person; ``rerank`` re-ranks k-reciprocally.
+    are ranked; ``group_by_person`` answers one tracklet per person; ``rerank`` re-ranks k-reciprocally;
+    ``exclude_query`` leaves the query tracklet out of its own answer (`search_without`).
     """
     if media is not None and tracklet_id is not None:
         raise InvalidRequestError("Send either media (video, frames or archive) or tracklet_id as the query, not both.")
     if media is None and tracklet_id is None:
         raise InvalidRequestError("Send the query as one of video, frames or archive, or as an enrolled tracklet_id.")
+    if exclude_query and tracklet_id is None:
+        raise InvalidRequestError("exclude_query leaves the query tracklet out: it needs tracklet_id.")
+    if exclude_query and group_by_person and rerank:
+        raise InvalidRequestError("exclude_query cannot be combined with both group_by=person and rerank=true; "
+                                  "drop one of the three.")
     embedded: EmbeddedUpload | None = None
     if tracklet_id is not None:
         record = await run_in_threadpool(state.gallery.get, tracklet_id)
@@ -220,9 +238,14 @@ async def query(
     if exclude_same_camera:
         tracklet_filter = excluding_camera(tracklet_filter, camera_id)
     with timer.stage("search"):
-        hits = await run_in_threadpool(
-            state.searcher.search, embedding, top_k, tracklet_filter, group_by_person, rerank
-        )
+        if exclude_query:
+            hits = await run_in_threadpool(
+                search_without, state, tracklet_id, embedding, top_k, tracklet_filter, group_by_person, rerank
+            )
+        else:
+            hits = await run_in_threadpool(
+                state.searcher.search, embedding, top_k, tracklet_filter, group_by_person, rerank
+            )
         gallery_size = await run_in_threadpool(state.gallery.count)
     return QueryOut(
         matches=[
@@ -243,3 +266,47 @@ async def query(
         took_ms=timer.elapsed_ms(),
         model_version=state.embedder.card.model_version,
     )
+
+
+def search_without(state: ServiceState, tracklet_id: str, embedding: np.ndarray, top_k: int,
+                   tracklet_filter: TrackletFilter | None, group_by_person: bool, rerank: bool) -> list[Hit]:
+    """Blocking: the answer for an enrolled tracklet's embedding with that tracklet left out, exactly: one
+    more match is asked for and the query dropped. Grouped by person (without re-ranking), a person whose
+    best tracklet was the query is represented by their next best one, found by a search restricted to them."""
+    hits = state.searcher.search(embedding, top_k + 1, tracklet_filter, group_by_person, rerank)
+    kept = [hit for hit in hits if hit.record.id != tracklet_id]
+    if group_by_person and len(kept) < len(hits):
+        (own,) = [hit for hit in hits if hit.record.id == tracklet_id]
+        if own.record.person_id is not None and (own.person_matches or 0) > 1:
+            restricted = (tracklet_filter or TrackletFilter()).model_copy(update={"person_id": own.record.person_id})
+            others = [hit for hit in state.searcher.search(embedding, 2, restricted) if hit.record.id != tracklet_id]
+            kept.append(dataclasses.replace(others[0], person_matches=own.person_matches - 1))
+            kept.sort(key=lambda hit: hit.distance)
+    return kept[:top_k]
+
+
+# -- media ---------------------------------------------------------------------------------------------------
+def attention_png(state: ServiceState, tracklet_id: str, granularity: int) -> bytes:
+    """Blocking: granularity ``granularity`` (1-based)'s attention over the tracklet's stored frames, as one
+    PNG row of overlays (`models.overlay`, the paper's Figure 3); rendered once, then read from the cache.
+
+    NotFoundError when the tracklet, its frames or that granularity do not exist."""
+    names = state.embedder.attention_names
+    if not 1 <= granularity <= len(names):
+        raise NotFoundError(f"The model has {len(names)} attention granularities, not a granularity {granularity}.")
+    if state.gallery.get(tracklet_id) is None:
+        raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
+    cached = state.media.read_attention(tracklet_id, granularity)
+    if cached is not None:
+        return cached
+    frames = state.media.load_frames(tracklet_id)
+    if frames is None or frames.shape[1:] != state.embedder.input_shape[1:]:
+        raise NotFoundError(f"Tracklet '{tracklet_id}' has no stored frames to show its attention over.")
+    clip = frames[sample_frame_indices(len(frames), state.embedder.card.num_frames)]
+    attention = state.embedder.attention(clip)[granularity - 1]
+    overlays = overlay_frames(clip, attention)
+    gap = np.full((overlays.shape[1], 2, 3), 255, np.uint8)
+    row = np.concatenate([part for overlay in overlays for part in (overlay, gap)][:-1], axis=1)
+    png = encode_png(row)
+    state.media.write_attention(tracklet_id, granularity, png)
+    return png

@@ -17,10 +17,10 @@ from service.embedder import OnnxEmbedder
 from service.errors import StartupError, StorageUnavailableError
 from service.footage.service import FootageService, open_footage
 from service.gallery import Gallery, open_gallery
+from service.media import MediaStore
 from service.metrics import ServiceMetrics
 from service.search.batching import SearchBatcher
 from service.search.searcher import ObservedGallery, Searcher
-from service.thumbnails import ThumbnailStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ServiceState:
     metrics: ServiceMetrics
     searcher: Searcher
     footage: FootageService
-    thumbnails: ThumbnailStore
+    media: MediaStore
 
     def close(self) -> None:
         """Stops the footage jobs (running ones end as failed, queued ones wait for the next start), then the
@@ -63,10 +63,10 @@ def gallery_size_or_nan(gallery: Gallery) -> float:
 def decode_limits(settings: Settings) -> DecodeLimits:
     """The decoder's limits, read from the settings of the same names (declared once, in `Settings`)."""
     return DecodeLimits(**{limit.name: getattr(settings, limit.name) for limit in dataclasses.fields(DecodeLimits)})
-def open_thumbnails(settings: Settings, gallery: Gallery) -> ThumbnailStore:
-    """The thumbnail folder; files a crash left without a record are swept in the background (only files
-    older than this process, so enrolls that start meanwhile are untouched)."""
-    thumbnails = ThumbnailStore(settings.data_dir, settings.store_thumbnails)
+def open_media(settings: Settings, gallery: Gallery) -> MediaStore:
+    """The media folders (thumbnails, frames, overlays); files a crash left without a record are swept in the
+    background (only files older than this process, so enrolls that start meanwhile are untouched)."""
+    media = MediaStore(settings.data_dir, settings.store_thumbnails, settings.store_frames)
     started = time.time()
 
     def claimed(tracklet_id: str) -> bool:
@@ -76,9 +76,12 @@ def open_thumbnails(settings: Settings, gallery: Gallery) -> ThumbnailStore:
             return True
         return record is not None and record.has_thumbnail
 
-    threading.Thread(target=thumbnails.remove_orphans, args=(claimed, started), name="thumbnail-sweep",
+    def has_record(tracklet_id: str) -> bool:
+        return gallery.get(tracklet_id) is not None
+
+    threading.Thread(target=media.remove_orphans, args=(claimed, started, has_record), name="media-sweep",
                      daemon=True).start()  # fmt: skip
-    return thumbnails
+    return media
 
 
 def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> ServiceState:
@@ -117,8 +120,8 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         )
         gallery.neighbours = searcher.neighbours
         searcher.batcher.start()
-        thumbnails = open_thumbnails(settings, gallery)
-        footage = open_footage(settings, embedder, batcher, gallery, thumbnails)
+        media = open_media(settings, gallery)
+        footage = open_footage(settings, embedder, batcher, gallery, media)
     except BaseException:
         with contextlib.suppress(Exception):
             gallery.close()
@@ -135,4 +138,4 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
         "ready: model %s on %s (providers %s), gallery of %d on %s",
         card.model_version, embedder.device, ",".join(embedder.providers), gallery.count(), gallery.index_device,
     )
-    return ServiceState(settings, embedder, batcher, gallery, decoder, metrics, searcher, footage, thumbnails)
+    return ServiceState(settings, embedder, batcher, gallery, decoder, metrics, searcher, footage, media)

@@ -128,7 +128,7 @@ def export_model(
     num_frames: int = 8,
     training_info: dict | None = None,
     normalize: bool = False,
-    with_attention: bool = False,
+    with_attention: bool = True,
     parity_tolerance: float = 1e-4,
 ) -> ModelCard:
     """Write ``out_path`` (.onnx) and the model card beside it (.json, through models.ModelCard); return
@@ -233,7 +233,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="T recorded in the card (default: the checkpoint's, else 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     parser.add_argument("--normalize", action="store_true", help="l2-normalise the embedding in the graph")
-    parser.add_argument("--with-attention", action="store_true", help="add attention_1..N outputs")
+    parser.add_argument("--attention", dest="with_attention", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the attention_1..N outputs (default; the service's attention overlays need them)")
+    # Kept for older command lines: attention outputs are the default now.
+    parser.add_argument("--with-attention", dest="with_attention", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

@@ -86,8 +86,8 @@ class FootageService:
         self.store.close()
 
 
-def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, thumbnails: Any) -> FootageService:
-    """The footage service over the loaded model, batcher, gallery and thumbnail store."""
+def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, media: Any) -> FootageService:
+    """The footage service over the loaded model, batcher, gallery and media store."""
     # Imported here: the pipeline module imports the service state, which holds this footage service.
     from service.pipeline import store_record
 
@@ -102,6 +102,7 @@ def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, thumb
         num_frames: int,
         embedding: np.ndarray,
         thumbnail: np.ndarray,
+        frames: np.ndarray | None,
         start_time: float,
         end_time: float,
         frame_start: int,
@@ -112,7 +113,7 @@ def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, thumb
             frames_used=min(num_frames, card.num_frames), start_time=from_epoch_seconds(start_time),
             end_time=from_epoch_seconds(end_time), job_id=job_id, frame_start=frame_start, frame_end=frame_end,
         )  # fmt: skip
-        return store_record(gallery, record, embedding, False, thumbnails, thumbnail).model_dump(mode="json")
+        return store_record(gallery, record, embedding, False, media, thumbnail, frames).model_dump(mode="json")
 
     def search(embedding: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         (matches,) = gallery.search(np.asarray(embedding, np.float32).reshape(1, -1), top_k)

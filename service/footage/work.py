@@ -147,6 +147,8 @@ class FootageJobBody:
             test_time = self.card.test_time
             clips = tracklet.clips(self.card.num_frames, test_time.mode, test_time.max_clips)
             embedding = np.mean([embed(clip) for clip in clips], axis=0, dtype=np.float64).astype(np.float32)
+            # Kept for the web page (REID_STORE_FRAMES): the T chunk centres, as an upload's middle clip.
+            clip = tracklet.clip(self.card.num_frames)
             progress.tracklets += 1
             provenance = {
                 "start_time": absolute(tracklet.start_s), "end_time": absolute(tracklet.end_s),
@@ -159,7 +161,7 @@ class FootageJobBody:
                 try:
                     record = self.enroll(
                         tracklet_id=tracklet_id, camera_id=job.camera_id, job_id=job.id, track_id=tracklet.track_id,
-                        num_frames=tracklet.num_frames, embedding=embedding, thumbnail=tracklet.best_crop,
+                        num_frames=tracklet.num_frames, embedding=embedding, thumbnail=tracklet.best_crop, frames=clip,
                         **provenance,
                     )  # fmt: skip
                 finally:

@@ -41,7 +41,8 @@ router = APIRouter(tags=["query"], dependencies=[APIKeyDep], responses=ERROR_RES
     summary="Rank the gallery for a query tracklet",
     description="The query is either media (video, frames or archive: decoded and embedded like an enroll, "
     "not stored) or the tracklet_id of an enrolled tracklet (its stored embedding; it ranks itself first "
-    "unless excluded). Matches come by ascending squared l2 distance. Filters (cameras, exclude_cameras, "
+    "unless exclude_query=true or a filter leaves it out). Matches come by ascending squared l2 distance. "
+    "Filters (cameras, exclude_cameras, "
     "after/before, person_id, metadata_filter, exclude_same_camera; all must hold) are applied inside the index "
     "search: top_k is exactly the full ranking restricted to the tracklets that pass. group_by=person gives one "
     "match per person; rerank=true re-ranks k-reciprocally. A malformed filter is 422 naming the field. The "
@@ -75,6 +76,12 @@ async def query_gallery(
              "number of its tracklets passing the filters), top_k persons; a tracklet without person_id stands "
              "for itself."),
     ] = None,
+    exclude_query: Annotated[
+        bool,
+        Form(description="With tracklet_id: leave the query tracklet itself out of the matches (the next match "
+             "takes its place; with group_by=person, its person is represented by their next best tracklet). "
+             "Not with both group_by=person and rerank=true."),
+    ] = False,
     rerank: Annotated[
         bool,
         Form(description="Re-rank with k-reciprocal encoding (Zhong et al., CVPR 2017; REID_RERANK_*) on the "
@@ -89,6 +96,6 @@ async def query_gallery(
     result = await pipeline.query(state, timer, media=media, tracklet_id=tracklet_id, top_k=top_k,
                                   exclude_same_camera=exclude_same_camera, camera_id=camera_id,
                                   tracklet_filter=tracklet_filter, group_by_person=group_by == "person",
-                                  rerank=rerank)
+                                  rerank=rerank, exclude_query=exclude_query)
     response.headers["Server-Timing"] = timer.server_timing()
     return result

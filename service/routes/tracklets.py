@@ -169,10 +169,11 @@ async def get_tracklet(gallery: GalleryDep, tracklet_id: TrackletIdPath) -> Trac
     operation_id="delete_tracklet",
     responses={404: {"model": ErrorOut, "description": "No tracklet with this id."}, **STORAGE_FULL_RESPONSES},
     summary="Delete a tracklet",
-    description="Removes the record, its embedding and its thumbnail; it is out of every search once this answers.",
+    description="Removes the record, its embedding and its media (thumbnail, frames, attention overlays); it is "
+    "out of every search once this answers.",
 )
 async def delete_tracklet(state: StateDep, tracklet_id: TrackletIdPath) -> Response:
-    if not await run_in_threadpool(pipeline.delete_record, state.gallery, state.thumbnails, tracklet_id):
+    if not await run_in_threadpool(pipeline.delete_record, state.gallery, state.media, tracklet_id):
         raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
     return Response(status_code=204)
 
@@ -193,7 +194,7 @@ async def get_tracklet_thumbnail(state: StateDep, tracklet_id: TrackletIdPath) -
     record = await run_in_threadpool(state.gallery.get, tracklet_id)
     if record is None:
         raise NotFoundError(f"No tracklet with id '{tracklet_id}' is enrolled.")
-    data = await run_in_threadpool(state.thumbnails.read, tracklet_id) if record.has_thumbnail else None
+    data = await run_in_threadpool(state.media.read, tracklet_id) if record.has_thumbnail else None
     if data is None:
         raise NotFoundError(f"Tracklet '{tracklet_id}' has no thumbnail.")
     return Response(data, media_type="image/jpeg")
