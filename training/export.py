@@ -140,6 +140,8 @@ def export_model(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
+    # Attention outputs by default, for the heads that have attention (the baseline head has none).
+    with_attention = with_attention and bool(attention_output_names(model))
     wrapper = ExportWrapper(model, normalize=normalize, with_attention=with_attention).eval()
     config = model.config
     attention_names = attention_output_names(model) if with_attention else []

@@ -1,6 +1,6 @@
 // The page: a hash router over four views (search, gallery, tracklet, footage). Everything it shows comes
 // from the public REST API (api.js).
-import { releaseImages } from "./api.js";
+import { getJSON, releaseImages } from "./api.js";
 import { h, setStatus, showError } from "./dom.js";
 import { footageView, jobView } from "./footage.js";
 import { galleryView } from "./gallery.js";
@@ -44,5 +44,18 @@ async function render() {
   }
 }
 
+// The header's line about the service (and, when it needs a key, the key dialog at once).
+async function showService() {
+  try {
+    const ready = await getJSON("/readyz");
+    document.getElementById("service").textContent =
+      `${ready.model_name} · ${ready.gallery_size} tracklets · ${ready.device}`;
+  } catch (error) {
+    showError(error);
+  }
+}
+
 window.addEventListener("hashchange", render);
-window.addEventListener("DOMContentLoaded", render);
+window.addEventListener("DOMContentLoaded", () => {
+  showService().then(render);
+});
