@@ -48,12 +48,18 @@ export function setStatus(text) {
   document.getElementById("status").textContent = text || "";
 }
 
-// "2026-05-01T14:00:00Z" -> "2026-05-01 14:00:00 UTC"; null -> "".
-export function formatTime(iso) {
+// Footage without a start time stores seconds from its start: such times fall in the first days of 1970.
+const RELATIVE_BEFORE_MS = 10 * 86400 * 1000;
+
+// "2026-05-01T14:00:00Z" -> "2026-05-01 14:00:00 UTC" ("14:00:00" short); "+3.0 s" for footage-relative
+// times; null -> "".
+export function formatTime(iso, short = false) {
   if (!iso) return "";
   const moment = new Date(iso);
   if (Number.isNaN(moment.getTime())) return String(iso);
-  return moment.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  if (Math.abs(moment.getTime()) < RELATIVE_BEFORE_MS) return `+${(moment.getTime() / 1000).toFixed(1)} s`;
+  const text = moment.toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
+  return short ? text : `${text} UTC`;
 }
 
 export function tracklet_link(id) {
@@ -66,14 +72,15 @@ export function tile(item, facts, extraClass = "") {
   return h("li", { class: `tile ${extraClass}` },
     h("a", { href: tracklet_link(item.id), "data-tracklet": item.id },
       img,
-      h("dl", {}, facts.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value ?? "—")]))));
+      h("dl", {}, facts.flatMap(([name, value]) => [h("dt", {}, name),
+        h("dd", { title: value ?? null }, value ?? "—")]))));
 }
 
 export function recordFacts(record) {
   return [
     ["person", record.person_id],
     ["camera", record.camera_id],
-    ["time", formatTime(record.start_time)],
+    ["time", formatTime(record.start_time, true)],
   ];
 }
 
@@ -129,13 +136,15 @@ export function appendMedia(form, files) {
 
 export function filterFields(values = {}) {
   const text = (name, placeholder) => h("input", { name, type: "text", placeholder, value: values[name] ?? null });
-  return h("fieldset", { class: "filters" }, h("legend", {}, "Filters"),
+  // Folded on a phone-sized screen unless a filter is set, so the results are in view.
+  const open = window.innerWidth > 640 || FILTER_NAMES.some((name) => values[name]);
+  return h("details", { class: "filters", open }, h("summary", {}, "Filters"), h("div", { class: "filter-fields" },
     field("Cameras", text("cameras", "cam1,cam2"), "only these, comma-separated"),
     field("Exclude cameras", text("exclude_cameras", "cam3")),
     field("After", text("after", "2026-05-01T14:00:00Z"), "ISO 8601"),
     field("Before", text("before", "2026-05-01T15:00:00Z"), "ISO 8601"),
     field("Person", text("person_id", "")),
-    field("Metadata", text("metadata_filter", '{"site": "gate 3"}'), "JSON object, every key must match"));
+    field("Metadata", text("metadata_filter", '{"site": "gate 3"}'), "JSON object, every key must match")));
 }
 
 export const FILTER_NAMES = ["cameras", "exclude_cameras", "after", "before", "person_id", "metadata_filter"];

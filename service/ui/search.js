@@ -55,7 +55,7 @@ export function matchTiles(matches) {
     ["distance", match.distance.toFixed(4)],
     ["person", match.person_id],
     ["camera", match.camera_id],
-    ["time", formatTime(match.start_time)],
+    ["time", formatTime(match.start_time, true)],
     ...(match.person_matches ? [["tracklets", match.person_matches]] : []),
   ], "match")));
 }

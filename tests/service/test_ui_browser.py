@@ -224,6 +224,21 @@ def test_footage_job_progress_and_its_tracklets(page, server, tmp_path):
     wait_for_images(page, ".results .tile img", count)
     assert page.locator("#job-progress").evaluate("(bar) => bar.value === bar.max")
     shoot(page, "footage")
+    # Query mode: the same footage searched against the gallery; each tracklet finds its own enrolled twin.
+    page.get_by_role("link", name="Footage").click()
+    page.get_by_role("link", name="video.mp4").first.wait_for()
+    page.get_by_label("Video").set_input_files(str(video))
+    page.get_by_label("Camera id").fill("cam-street")
+    page.get_by_label("Mode").select_option("query")
+    page.get_by_label("Matches per tracklet").fill("3")
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_function("() => document.querySelector('.summary') && "
+                           "document.querySelector('.summary').textContent.startsWith('done')", timeout=120_000)
+    queries = page.locator(".footage-query")
+    assert queries.count() == count
+    wait_for_images(page, ".footage-query .tile img", 3 * count)
+    first_matches = queries.nth(0).locator(".tile").all_inner_texts()
+    assert re.search(r"rank\s+1", first_matches[0]) and "cam-street" in first_matches[0]
 
 
 def test_phone_sized_screen_and_labels(browser, server):
