@@ -213,7 +213,7 @@ def test_thumbnails_of_footage_tracklets_and_uploads(client, enrolled_job, tmp_p
     used = sorted(set(sample_clip_indices(5, 4).ravel().tolist()))  # the card's clips (strided: all 5 frames)
     middle = used[len(used) // 2]
     assert abs(float(grey.mean()) - 40 * middle) < 6
-    path = client.app.state.service.thumbnails.path("plain-1")
+    path = client.app.state.service.media.path("plain-1")
     assert path.is_file()
     assert client.delete("/tracklets/plain-1").status_code == 204
     assert not path.exists()
