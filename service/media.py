@@ -18,6 +18,7 @@ granularity, when someone looks (bench/ui_media.md measures both).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from urllib.parse import quote, unquote
 import cv2
 import numpy as np
 
+from service.errors import StorageFullError, StorageUnavailableError
 from service.thumbnails import ThumbnailStore, add_with_thumbnail
 
 log = logging.getLogger(__name__)
@@ -70,16 +72,32 @@ class MediaStore(ThumbnailStore):
         if not self.store_frames:
             return 0
         folder = self._frames_dir(tracklet_id)
-        self._remove_tree(self._attention_dir(tracklet_id))
-        self._remove_tree(folder)
-        folder.mkdir(parents=True)
-        for index, frame in enumerate(np.asarray(frames_rgb)):
+        encoded = []
+        for frame in np.asarray(frames_rgb):
             ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
                                       [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])  # fmt: skip
             if not ok:
                 raise ValueError("a frame could not be encoded as JPEG")
-            _write_durably(folder / f"{index}.jpg", buffer.tobytes())
-        return len(frames_rgb)
+            encoded.append(buffer.tobytes())
+        try:
+            self._remove_tree(self._attention_dir(tracklet_id))
+            self._remove_tree(folder)
+            folder.mkdir(parents=True)
+            for index, data in enumerate(encoded):
+                _write_durably(folder / f"{index}.jpg", data)
+        except OSError as error:
+            # The disk, not the request: 507 or 503 like the gallery's own writes, nothing left behind.
+            self._remove_tree(folder)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(
+                    "The gallery's disk is full, so the tracklet was not stored (nothing was half-written). "
+                    "Searches still work; free space in the data directory and retry."
+                ) from None
+            raise StorageUnavailableError(
+                f"The tracklet's frames cannot be written right now ({error.strerror or error}), so the tracklet "
+                "was not stored (nothing was half-written); retry later."
+            ) from None
+        return len(encoded)
 
     def frame_count(self, tracklet_id: str) -> int:
         folder = self._frames_dir(tracklet_id)
@@ -145,7 +163,7 @@ class MediaStore(ThumbnailStore):
 
     @staticmethod
     def _remove_tree(folder: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             shutil.rmtree(folder)
 
 
@@ -158,8 +176,14 @@ def encode_png(image_rgb: np.ndarray) -> bytes:
 
 def add_with_media(gallery, media: MediaStore, record, embedding: np.ndarray, thumbnail_rgb: np.ndarray | None,
                    frames_rgb: np.ndarray | None, replace: bool = False):
-    """Enrolls ``record`` after writing its frames and thumbnail (`service.thumbnails.add_with_thumbnail`,
-    whose clean-up after a failed enroll removes the frames too). Returns the stored record."""
-    if frames_rgb is not None:
-        media.write_frames(record.id, frames_rgb)
-    return add_with_thumbnail(gallery, media, record, embedding, thumbnail_rgb, replace)
+    """Enrolls ``record`` after writing its frames and thumbnail (`service.thumbnails.add_with_thumbnail`).
+    When anything fails and no record of that id exists, every file written for it is removed."""
+    try:
+        if frames_rgb is not None:
+            media.write_frames(record.id, frames_rgb)
+        return add_with_thumbnail(gallery, media, record, embedding, thumbnail_rgb, replace)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if gallery.get(record.id) is None:
+                media.delete(record.id)
+        raise

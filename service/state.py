@@ -77,7 +77,10 @@ def open_media(settings: Settings, gallery: Gallery) -> MediaStore:
         return record is not None and record.has_thumbnail
 
     def has_record(tracklet_id: str) -> bool:
-        return gallery.get(tracklet_id) is not None
+        try:
+            return gallery.get(tracklet_id) is not None
+        except Exception:  # unreadable gallery: keep the files, as for thumbnails
+            return True
 
     threading.Thread(target=media.remove_orphans, args=(claimed, started, has_record), name="media-sweep",
                      daemon=True).start()  # fmt: skip

@@ -5,6 +5,7 @@ the query itself."""
 
 from __future__ import annotations
 
+import errno
 import json
 
 import cv2
@@ -158,3 +159,18 @@ def test_query_by_tracklet_id_can_leave_the_query_out(client):
     assert_error(client.post("/query", data={"tracklet_id": "q0", "exclude_query": "true", "group_by": "person",
                                              "rerank": "true"}), 422, "invalid_request")  # fmt: skip
     json.dumps(without)
+
+
+@pytest.mark.parametrize(("code", "status"), [(errno.ENOSPC, 507), (errno.EIO, 503)])
+def test_a_failing_disk_while_writing_frames_stores_nothing(client, monkeypatch, code, status):
+    import service.media as media_module
+
+    def failing_fsync(descriptor: int) -> None:
+        raise OSError(code, "simulated")
+
+    monkeypatch.setattr(media_module.os, "fsync", failing_fsync)
+    response = client.post("/tracklets", files=frames_upload(30), data={"tracklet_id": f"disk-{code}"})
+    assert_error(response, status)
+    monkeypatch.undo()
+    assert client.get(f"/tracklets/disk-{code}").status_code == 404
+    assert not (client.app.state.settings.data_dir / "frames" / f"disk-{code}").exists()
