@@ -302,14 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         python = os.path.relpath(sys.executable)
         start_command = f"REID_MODEL_PATH={args.model} REID_DATA_DIR={gallery_dir} {python} -m service"
         if args.serve:
-            print(f"\nThe service keeps running: API docs at {service.url}/docs (Ctrl-C stops it).")
+            print(f"\nThe service keeps running (Ctrl-C stops it); API docs at {service.url}/docs. The web page:\n"
+                  f"  {service.url}/ui/", flush=True)
             try:
                 service.process.wait()
             except KeyboardInterrupt:
                 pass
         else:
             print(f"\nStart the service on this model and gallery again with:\n  {start_command}\n"
-                  f"then open http://127.0.0.1:8000/docs")
+                  f"then open the web page (API docs at /docs):\n  http://127.0.0.1:8000/ui/")
         return 0 if agree else 1
     finally:
         service.stop()

@@ -73,7 +73,7 @@ export function tile(item, facts, extraClass = "") {
     h("a", { href: tracklet_link(item.id), "data-tracklet": item.id },
       img,
       h("dl", {}, facts.flatMap(([name, value]) => [h("dt", {}, name),
-        h("dd", { title: value ?? null }, value ?? "—")]))));
+        h("dd", { title: value ?? null, class: name === "id" ? "clip" : null }, value ?? "—")]))));
 }
 
 export function recordFacts(record) {

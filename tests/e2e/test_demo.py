@@ -37,6 +37,8 @@ def test_demo_end_to_end_and_rerun(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "demo.json").read_text())
     assert report["agree"] is True
+    # It ends with the web page's address.
+    assert first.stdout.rstrip().splitlines()[-1].strip() == "http://127.0.0.1:8000/ui/"
     for key in ("mAP", "rank1", "rank5", "rank10", "rank20"):
         assert 0.0 <= report["service"][key] <= 1.0
         assert abs(report["offline"][key] - report["service"][key]) <= 0.005

@@ -57,6 +57,7 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_MILVUS_TIMEOUT_S": "4",
         "REID_FOOTAGE_WORKERS": "2", "REID_FOOTAGE_QUEUE_SIZE": "0",
         "REID_MAX_FOOTAGE_BYTES": "999", "REID_FOOTAGE_BODY_TIMEOUT_S": "60", "REID_STORE_THUMBNAILS": "false",
+        "REID_STORE_FRAMES": "false",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -84,6 +85,7 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert settings.milvus_token.get_secret_value() == "root:Milvus" and "root:Milvus" not in repr(settings)
     assert (settings.footage_workers, settings.footage_queue_size, settings.max_footage_bytes) == (2, 0, 999)
     assert settings.footage_body_timeout_s == 60 and settings.store_thumbnails is False
+    assert settings.store_frames is False
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 
