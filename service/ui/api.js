@@ -39,6 +39,8 @@ function askForKey(problem) {
       resolve();
     }, { once: true });
   });
+  // Escape would close the dialog with the requests still waiting for a key: keep it open instead.
+  dialog.addEventListener("cancel", (event) => event.preventDefault(), { once: true });
   if (!dialog.open) dialog.showModal();
   input.focus();
   return keyPrompt;
