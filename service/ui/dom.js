@@ -51,15 +51,15 @@ export function setStatus(text) {
 // Footage without a start time stores seconds from its start: such times fall in the first days of 1970.
 const RELATIVE_BEFORE_MS = 10 * 86400 * 1000;
 
-// "2026-05-01T14:00:00Z" -> "2026-05-01 14:00:00 UTC" ("14:00:00" short); "+3.0 s" for footage-relative
-// times; null -> "".
+// "2026-05-01T14:00:00Z" -> "2026-05-01 14:00:00 UTC" ("05-01 14:00:00" short, in tiles); "+3.0 s" for
+// footage-relative times; null -> "".
 export function formatTime(iso, short = false) {
   if (!iso) return "";
   const moment = new Date(iso);
   if (Number.isNaN(moment.getTime())) return String(iso);
   if (Math.abs(moment.getTime()) < RELATIVE_BEFORE_MS) return `+${(moment.getTime() / 1000).toFixed(1)} s`;
   const text = moment.toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
-  return short ? text : `${text} UTC`;
+  return short ? text.slice(5) : `${text} UTC`;
 }
 
 export function tracklet_link(id) {
