@@ -193,3 +193,24 @@ def test_migrate_copies_a_sqlite_gallery_into_milvus_and_is_idempotent(tiny_mode
     finally:
         target.drop()
         target.close()
+
+
+def test_concurrent_enrolls_of_one_id_in_a_process_store_one_record(store):
+    import threading
+
+    outcomes: list[str] = []
+
+    def enroll(number: int) -> None:
+        try:
+            store.add(TrackletRecord(id="contested", person_id=f"p{number}"), np.full(DIM, number, np.float32))
+            outcomes.append("stored")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=enroll, args=(number,)) for number in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict"] * 5 + ["stored"]
+    assert store.count() == 1 and len(store.list()[0]) == 1
