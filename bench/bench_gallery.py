@@ -181,27 +181,39 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     started = time.perf_counter()
 
-    results = []
+    results, kind_results = [], []
+    service_result = None
+
+    def write(final: bool = False) -> None:
+        # Written after every section, so an interrupted run still leaves what it measured.
+        args.out.write_text(render(args, results, kind_results, service_result, load_before, started, final))
+
     for item in filter(None, args.sizes.split(",")):
         size, dim = (int(part) for part in item.split(":"))
         results.append(bench_size(size, dim, args.queries, size <= args.store_max_size, args.work_dir))
-    kind_results = []
+        write()
+    if args.service_size:
+        size, dim = (int(part) for part in args.service_size.split(":"))
+        service_result = bench_service_search(size, dim, args.queries, args.work_dir)
+        write()
     for item in filter(None, args.kind_sizes.split(",")):
         size, dim = (int(part) for part in item.split(":"))
         kind_results += bench_kinds(size, dim, args.kind_queries, args.kinds.split(","), int(args.max_index_bytes),
                                     args.hnsw_max_size, [int(n) for n in args.nprobes.split(",")])
-    service_result = None
-    if args.service_size:
-        size, dim = (int(part) for part in args.service_size.split(":"))
-        service_result = bench_service_search(size, dim, args.queries, args.work_dir)
-    load_after = load_average()
+        write()
+    write(final=True)
+    log.info("wrote %s", args.out)
+    return 0
 
+
+def render(args, results, kind_results, service_result, load_before: str, started: float, final: bool) -> str:
+    load_after = load_average()
     lines = [
         "# Gallery search: FAISS vs numpy, index kinds, filters, re-ranking, batching",
         "",
         f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} with "
         "`PYTHONPATH=. .venv/bin/python bench/bench_gallery.py` (one run, "
-        f"{(time.perf_counter() - started) / 60:.0f} min).",
+        f"{(time.perf_counter() - started) / 60:.0f} min{'' if final else ', still running'}).",
         "",
         f"- Machine: {machine_description()}; no GPU: FAISS {faiss.__version__} CPU "
         f"({faiss.get_compile_options().strip()}), numpy {np.__version__}.",
@@ -266,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if service_result is not None:
         lines += ["", "## Filters, re-ranking and batching in the service", "", *service_table(service_result)]
     lines.append("")
-    args.out.write_text("\n".join(lines))
-    log.info("wrote %s", args.out)
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
