@@ -58,11 +58,11 @@ class IndexOptions:
 
     kind: IndexKind = IndexKind.AUTO
     #: ``auto``: flat below this many tracklets, ivf from it on.
-    auto_flat_below: int = 200_000
+    auto_flat_below: int = 50_000
     #: IVF storage: "sq8" (1 byte per dimension), "fp16" (2), "flat" (4, exact distances).
     ivf_storage: str = "sq8"
     #: IVF lists visited per query.
-    ivf_nprobe: int = 48
+    ivf_nprobe: int = 256
     #: Fewest vectors an IVF (k-means) or HNSW (8-bit ranges) is trained on; below, the index stays flat.
     min_train_size: int = 20_000
     #: Retrain (rebuild from SQLite) once the gallery is this many times the size trained on.
