@@ -18,7 +18,6 @@ granularity, when someone looks (bench/ui_media.md measures both).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -29,8 +28,7 @@ from urllib.parse import quote, unquote
 import cv2
 import numpy as np
 
-from service.errors import StorageFullError, StorageUnavailableError
-from service.thumbnails import ThumbnailStore, add_with_thumbnail
+from service.thumbnails import ThumbnailStore, add_with_thumbnail, media_write_error
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +86,7 @@ class MediaStore(ThumbnailStore):
         except OSError as error:
             # The disk, not the request: 507 or 503 like the gallery's own writes, nothing left behind.
             self._remove_tree(folder)
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError(
-                    "The gallery's disk is full, so the tracklet was not stored (nothing was half-written). "
-                    "Searches still work; free space in the data directory and retry."
-                ) from None
-            raise StorageUnavailableError(
-                f"The tracklet's frames cannot be written right now ({error.strerror or error}), so the tracklet "
-                "was not stored (nothing was half-written); retry later."
-            ) from None
+            raise media_write_error(error, "frames") from None
         return len(encoded)
 
     def frame_count(self, tracklet_id: str) -> int:

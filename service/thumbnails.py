@@ -37,6 +37,20 @@ FOLDER = "thumbnails"
 SUFFIX = ".jpg"
 
 
+def media_write_error(error: OSError, what: str) -> StorageFullError | StorageUnavailableError:
+    """The service error for a failed media write (the disk, not the request): 507 when the disk is full, else
+    503, both saying that nothing was half-written, like the gallery's own writes."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(
+            "The gallery's disk is full, so the tracklet was not stored (nothing was half-written). "
+            "Searches still work; free space in the data directory and retry."
+        )
+    return StorageUnavailableError(
+        f"The tracklet's {what} cannot be written right now ({error.strerror or error}), so the tracklet was not "
+        "stored (nothing was half-written); retry later."
+    )
+
+
 def encode_thumbnail(image_rgb: np.ndarray) -> bytes:
     """A JPEG of an RGB uint8 image, scaled down to at most MAX_HEIGHT pixels tall."""
     height, width = image_rgb.shape[:2]
@@ -78,15 +92,7 @@ class ThumbnailStore:
             # The disk, not the request: 507 or 503 like the gallery's own writes, nothing left behind.
             with contextlib.suppress(OSError):
                 temporary.unlink()
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError(
-                    "The gallery's disk is full, so the tracklet was not stored (nothing was half-written). "
-                    "Searches still work; free space in the data directory and retry."
-                ) from None
-            raise StorageUnavailableError(
-                f"The tracklet's thumbnail cannot be written right now ({error.strerror or error}), so the "
-                "tracklet was not stored (nothing was half-written); retry later."
-            ) from None
+            raise media_write_error(error, "thumbnail") from None
         return True
 
     def read(self, tracklet_id: str) -> bytes | None:
