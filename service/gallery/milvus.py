@@ -104,6 +104,9 @@ def _milvus_errors() -> tuple[type[BaseException], ...]:
 class MilvusGallery:
     """A `Gallery` in a Milvus collection (Milvus server or cluster, or Milvus Lite for a ``.db`` path URI).
 
+    Over 250 lines because it is one whole backend (writes, reads, search, index management, health) over one
+    collection; splitting it would spread one consistency argument (module docstring) across files.
+
     Args:
         uri: Milvus address (``http://host:19530``) or a Milvus Lite file path (``gallery.db``).
         token: Milvus credentials (``user:password`` or an API key), or None.
