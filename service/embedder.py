@@ -56,6 +56,12 @@ def device_reason(device: str, requested: list[str], got: str) -> str:
             "(no GPU, or CUDA/cuDNN libraries missing; see onnxruntime's log)")
 
 
+def fp16_refusal(model_path: Path, device: str) -> str:
+    """Why an fp16 model is refused on a CPU session."""
+    return (f"model {model_path} is fp16 (its card's precision), which is meant for a CUDA GPU, but this process "
+            f"would run it on the CPU (REID_DEVICE={device}); serve the fp32 or int8 export of the model on CPU hosts")
+
+
 class OnnxEmbedder:
     """One onnxruntime session over the exported graph: uint8 clips (B, T, H, W, 3) -> embeddings (B, C).
 
@@ -80,11 +86,14 @@ class OnnxEmbedder:
                 f"{self.card.model_version}; re-export the model or restore the matching card"
             )
 
+        requested = choose_providers(device, ort.get_available_providers())
+        if self.card.precision == "fp16" and CUDA_PROVIDER not in requested:
+            raise StartupError(fp16_refusal(model_path, device))
+
         options = ort.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        requested = choose_providers(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=requested)
         except Exception as error:  # onnxruntime raises its own untyped errors for unreadable graphs
@@ -96,6 +105,8 @@ class OnnxEmbedder:
         self.device_reason = device_reason(device, requested, self.device)
         if device == "cuda" and self.device != "cuda":
             raise StartupError("REID_DEVICE=cuda but onnxruntime could not create a CUDA session (see its log)")
+        if self.card.precision == "fp16" and self.device != "cuda":
+            raise StartupError(fp16_refusal(model_path, device) + f" ({self.device_reason})")
         if CUDA_PROVIDER in requested and self.device != "cuda":
             log.warning("running on the CPU: %s", self.device_reason)
         self._check_graph()

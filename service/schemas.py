@@ -72,6 +72,7 @@ class ReadyOut(BaseModel):
     model_version: str = Field(description="Version of the loaded model.")
     model_name: str = Field(description="Name of the loaded model.")
     device: str = Field(description="Where embeddings are computed: 'cuda' or 'cpu'.")
+    precision: str = Field(description="What the model computes in, from its card: 'fp32', 'fp16' or 'int8'.")
     providers: list[str] = Field(description="onnxruntime execution providers of the session, in priority order.")
     index_device: str = Field(description="Where the FAISS search runs: 'cuda' or 'cpu'.")
     gallery_size: int = Field(description="Tracklets enrolled.")

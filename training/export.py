@@ -7,6 +7,11 @@ on fresh random input before the card is written.
 
     python -m training.export --checkpoint runs/mars/final.pt --out models/mars.onnx
     python -m training.export --random-init --backbone resnet18 --height 128 --width 64 --out models/tiny.onnx
+    python -m training.export --checkpoint runs/mars/final.pt --precision int8 --calibration data/mars \
+        --out models/mars-int8.onnx
+
+``--precision fp16|int8`` converts the checked fp32 graph (training.precision); int8 is calibrated on the
+tracklets of ``--calibration``. The card records the precision.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from models import (
 from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES, ModelConfig
 from training.checkpoint import load_checkpoint
 from training.model import VideoReIDModel, build_model
+from training.precision import PRECISIONS, calibration_clips, convert_fp16, cosine_agreement, quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +136,26 @@ def export_model(
     normalize: bool = False,
     with_attention: bool = True,
     parity_tolerance: float = 1e-4,
+    precision: str = "fp32",
+    calibration: str | Path | None = None,
+    calibration_count: int = 32,
 ) -> ModelCard:
     """Write ``out_path`` (.onnx) and the model card beside it (.json, through models.ModelCard); return
     the card. ``training_info``: the card's `training` section (dataset, checkpoint, epoch, metrics).
 
+    ``precision``: fp32, fp16 or int8 (training.precision); int8 needs ``calibration``, a folder of tracklet
+    frame folders (a dataset root), of which ``calibration_count`` tracklets calibrate the activation ranges.
+    The card's parity is the fp32 graph's against PyTorch (the reduced graph's agreement with it is logged).
+
     Raises AssertionError when onnxruntime disagrees with PyTorch by more than ``parity_tolerance``
-    (relative), in which case nothing is left at ``out_path``.
+    (relative), in which case nothing is left at ``out_path``; ValueError for an unknown precision or an
+    int8 export without calibration tracklets.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and calibration is None:
+        raise ValueError("an int8 export needs --calibration DIR (tracklet frame folders of the training data): "
+                         "static quantisation is calibrated on real tracklets")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
@@ -170,6 +189,8 @@ def export_model(
         parity = check_parity(wrapper, tmp_path)
         if parity > parity_tolerance:
             raise AssertionError(f"onnxruntime differs from PyTorch: relative error {parity:.2e}")
+        if precision != "fp32":
+            reduce_precision(tmp_path, precision, config, num_frames, calibration, calibration_count)
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, out_path)
     finally:
@@ -184,7 +205,7 @@ def export_model(
         num_frames=num_frames,
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
-        precision="fp32",
+        precision=precision,
         embedding=CardEmbedding(dim=model.embedding_dim, normalized=normalize),
         attention_outputs=attention_names,
         model=card_architecture(config),
@@ -200,6 +221,35 @@ def export_model(
     log.info("exported %s (%s, dim %d, parity %.1e) and %s", out_path, config.label, model.embedding_dim,
              parity, card_path.name)
     return card
+
+
+def reduce_precision(path: Path, precision: str, config: ModelConfig, num_frames: int,
+                     calibration: str | Path | None, calibration_count: int) -> None:
+    """Replace the fp32 graph at ``path`` by its fp16 or int8 variant; log how closely it agrees with fp32."""
+    import onnxruntime as ort
+
+    if calibration is not None:
+        clips = calibration_clips(calibration, num_frames, config.height, config.width, calibration_count)
+    else:  # fp16 needs no calibration; its agreement is checked on random frames
+        clips = np.random.default_rng(0).integers(0, 256, size=(2, num_frames, config.height, config.width, 3),
+                                                  dtype=np.uint8)
+    reduced = path.with_name(path.stem + f".{precision}.onnx")
+    try:
+        if precision == "int8":
+            quantize_int8(path, reduced, clips, INPUT_NAME)
+        else:
+            convert_fp16(path, reduced)
+        # onnxruntime's CPU build runs the fp16 graph too (its fp16 kernels, or casts around them), so
+        # both precisions are checked against the fp32 graph before anything is written.
+        fp32 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (want,) = fp32.run([EMBEDDING_NAME], {INPUT_NAME: clips})
+        session = ort.InferenceSession(str(reduced), providers=["CPUExecutionProvider"])
+        (got,) = session.run([EMBEDDING_NAME], {INPUT_NAME: clips})
+        log.info("%s graph: smallest cosine similarity with fp32 over %d clips %.4f",
+                 precision, len(clips), cosine_agreement(want, got))
+        os.replace(reduced, path)
+    finally:
+        reduced.unlink(missing_ok=True)
 
 
 def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict, int]:
@@ -234,6 +284,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-frames", type=int, default=None,
                         help="T recorded in the card (default: the checkpoint's, else 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32; fp16 (GPU hosts); int8 (CPU hosts, static quantisation, needs --calibration)")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="int8: a dataset root or folder of tracklet frame folders to calibrate on")
+    parser.add_argument("--calibration-tracklets", type=int, default=32,
+                        help="int8: how many tracklets (spread over the folder) calibrate (default 32)")
     parser.add_argument("--normalize", action="store_true", help="l2-normalise the embedding in the graph")
     parser.add_argument("--attention", dest="with_attention", action=argparse.BooleanOptionalAction, default=True,
                         help="add the attention_1..N outputs (default; the service's attention overlays need them)")
@@ -247,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     logging.getLogger("onnxscript").setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.precision == "int8" and args.calibration is None:
+        print("error: --precision int8 needs --calibration DIR (tracklet frame folders of the training data)",
+              file=sys.stderr)
+        return 2
+    if args.calibration is not None and not args.calibration.is_dir():
+        print(f"error: calibration folder not found: {args.calibration}", file=sys.stderr)
+        return 2
     if args.checkpoint is not None:
         if not args.checkpoint.is_file():
             print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
@@ -270,8 +333,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         info, num_frames = None, args.num_frames or 8
     card = export_model(model, args.out, num_frames=num_frames, training_info=info,
-                        normalize=args.normalize, with_attention=args.with_attention)
+                        normalize=args.normalize, with_attention=args.with_attention,
+                        precision=args.precision, calibration=args.calibration,
+                        calibration_count=args.calibration_tracklets)
     print(f"wrote {args.out} and {card_path_for(args.out)}: {card.model.label} on {card.model.backbone}, "
+          f"{card.precision}, "
           f"{card.height}x{card.width}, T={card.num_frames}, dim {card.dim}, model_version {card.model_version}, "
           f"parity max rel error {card.export.parity_max_rel_error:.1e}")
     return 0

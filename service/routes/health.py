@@ -35,6 +35,7 @@ async def readyz(state: StateDep) -> ReadyOut:
         model_version=embedder.card.model_version,
         model_name=embedder.card.name,
         device=embedder.device,
+        precision=embedder.card.precision,
         providers=embedder.providers,
         index_device=state.gallery.index_device,
         gallery_size=await run_in_threadpool(state.gallery.count),

@@ -23,6 +23,7 @@ async def get_model(state: StateDep) -> dict[str, Any]:
         **state.embedder.card.to_json_dict(),
         "serving": {
             "device": state.embedder.device,
+            "precision": state.embedder.card.precision,
             "providers": state.embedder.providers,
             "index_device": state.gallery.index_device,
         },

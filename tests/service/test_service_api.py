@@ -95,6 +95,7 @@ def test_health_ready_and_model(client, tiny_card, open_store):
     model = client.get("/model").json()
     assert {key: value for key, value in model.items() if key != "serving"} == tiny_card
     assert model["serving"]["device"] == "cpu"
+    assert ready["precision"] == model["serving"]["precision"] == model["precision"] == tiny_card["precision"]
 
 
 def test_request_ids(client):
