@@ -1,9 +1,9 @@
 """Reduced-precision variants of an exported fp32 graph: int8 (static quantisation) and fp16.
 
 ``int8`` (for CPU hosts): onnxruntime's quant pre-processing (shape inference and graph cleanup) first, then
-``quantize_static`` in QDQ format with per-channel int8 weights, calibrated (MinMax) on real tracklets read
-from a dataset folder with the contract's preprocessing and test-time sampling. Only the convolutions
-(the backbone, over 99% of the multiply-adds) are quantised; the MG-RAFA head's einsums, softmax over
+``quantize_static`` in QDQ format with per-channel int8 weights and uint8 activations, calibrated (MinMax)
+on real tracklets read from a dataset folder with the contract's preprocessing and test-time sampling. Only
+the convolutions (the backbone, over 99% of the multiply-adds) are quantised; the MG-RAFA head's einsums, softmax over
 positions and reductions stay fp32, so the head's relative cost does not grow. Static quantisation applies
 to every convolution here, so dynamic quantisation is never needed: an int8 export without calibration data
 is refused rather than silently falling back to dynamic ranges.
@@ -109,10 +109,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, clips: np.ndarray, input_name
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(INT8_OP_TYPES),
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            # uint8 activations with int8 weights is onnxruntime's fast x86 path (U8S8): measured on the
+            # ResNet-50 export here it ran 2.5x (batch 1) and 2.8x (batch 8) faster than fp32, where int8
+            # activations ran only 1.03-1.1x faster (and agreed less: cosine 0.991 vs 0.996).
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"WeightSymmetric": True},
         )
 
 
