@@ -121,6 +121,10 @@ def page(browser, server, allowed_console):
     assert not problems, problems
 
 
+def location_hash(page) -> str:
+    return page.evaluate("() => location.hash")
+
+
 def wait_for_images(page, selector: str, count: int) -> None:
     """Waits until ``count`` images of ``selector`` have loaded their blob (decoded, non-zero size)."""
     page.wait_for_function(
@@ -213,10 +217,15 @@ def test_footage_job_progress_and_its_tracklets(page, server, tmp_path):
     footage = generate_footage(tmp_path / "footage", PRESETS["small"])
     video = next(footage.rglob("video.mp4"))
     page.get_by_role("link", name="Footage").click()
-    page.get_by_label("Video").set_input_files(str(video))
+    # The footage form must be on screen first: while the search view is still shown, its query input (whose
+    # label also says "video") would take the file, and the upload would go without one.
+    page.get_by_label("Camera id").wait_for()
+    page.get_by_label("Video", exact=True).set_input_files(str(video))
     page.get_by_label("Camera id").fill("cam-street")
     page.get_by_role("button", name="Upload").click()
-    page.wait_for_function("() => location.hash.startsWith('#/footage/')")
+    # The job's page, or the API's refusal (shown in #error): either ends the wait, and a refusal is reported.
+    page.wait_for_function("() => location.hash.startsWith('#/footage/') || !document.getElementById('error').hidden")
+    assert location_hash(page).startswith("#/footage/"), page.locator("#error").inner_text()
     page.wait_for_function("() => document.querySelector('.summary') && "
                            "document.querySelector('.summary').textContent.startsWith('done')", timeout=120_000)
     count = int(re.search(r"Tracklets enrolled \((\d+)\)", page.locator(".results h3").inner_text()).group(1))
@@ -227,7 +236,7 @@ def test_footage_job_progress_and_its_tracklets(page, server, tmp_path):
     # Query mode: the same footage searched against the gallery; each tracklet finds its own enrolled twin.
     page.get_by_role("link", name="Footage").click()
     page.get_by_role("link", name="video.mp4").first.wait_for()
-    page.get_by_label("Video").set_input_files(str(video))
+    page.get_by_label("Video", exact=True).set_input_files(str(video))
     page.get_by_label("Camera id").fill("cam-street")
     page.get_by_label("Mode").select_option("query")
     page.get_by_label("Matches per tracklet").fill("3")
