@@ -52,10 +52,18 @@ def read_response(connection: socket.socket) -> tuple[int, dict[str, str], bytes
         if not chunk:
             break
         body += chunk
+    # Closed means an orderly FIN or a reset: a server that closes with unread request bytes in its receive
+    # buffer makes the kernel send RST. Allow a few seconds: on a loaded machine the close can trail the answer.
+    previous_timeout = connection.gettimeout()
+    connection.settimeout(5.0)
     try:
         closed = connection.recv(1) == b""
-    except (TimeoutError, ConnectionResetError):
+    except ConnectionResetError:
+        closed = True
+    except TimeoutError:
         closed = False
+    finally:
+        connection.settimeout(previous_timeout)
     return int(status_line.split()[1]), headers, body, closed
 
 
