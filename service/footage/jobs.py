@@ -30,10 +30,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service import sqlite_storage
 from service.errors import StorageFullError, StorageUnavailableError
 
 DATABASE_NAME = "jobs.sqlite3"
-_SQLITE_FULL = 13
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS footage_jobs (
@@ -140,10 +140,11 @@ def _job_from_row(row: tuple, results: list[tuple[str, str]]) -> Job:
 
 
 def storage_error(error: sqlite3.Error) -> StorageFullError | StorageUnavailableError:
-    primary = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
-    if primary == _SQLITE_FULL:
-        return StorageFullError("The data directory's disk is full, so the footage job could not be recorded.")
-    return StorageUnavailableError(f"The footage job table cannot be written right now ({error}).")
+    return sqlite_storage.storage_error(
+        error,
+        full="The data directory's disk is full, so the footage job could not be recorded.",
+        unavailable=f"The footage job table cannot be written right now ({error}).",
+    )
 
 
 class JobStore:
@@ -164,19 +165,8 @@ class JobStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as error:
-                raise storage_error(error) from None
+        with self._lock, sqlite_storage.write_transaction(self._db, storage_error) as db:
+            yield db
 
     # -- reads ---------------------------------------------------------------------------------------------
     def _results(self, job_id: str) -> list[tuple[str, str]]:

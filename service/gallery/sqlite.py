@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service import sqlite_storage
 from service.errors import ConflictError, StartupError, StorageFullError, StorageUnavailableError
 from service.gallery.base import TrackletFilter, TrackletRecord
 from service.gallery.sqlite_schema import (
@@ -39,27 +40,17 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "gallery.sqlite3"
 LOCK_NAME = "gallery.lock"
-_SQLITE_FULL = 13
 _FETCH_CHUNK = 512
 
 def storage_error(error: sqlite3.Error, action: str) -> StorageFullError | StorageUnavailableError:
     """The client-facing error for an SQLite failure caused by the disk (full, read-only, I/O)."""
-    # Extended result codes keep the primary code in their low byte (SQLITE_IOERR_WRITE = 10 | 3 << 8).
-    primary = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
-    if primary == _SQLITE_FULL:
-        return StorageFullError(
-            f"The gallery's disk is full, so the {action} was not stored (nothing was half-written). "
-            "Searches still work; free space in the data directory and retry."
-        )
-    return StorageUnavailableError(
-        f"The gallery cannot be written right now ({error}), so the {action} was not stored (nothing was "
-        "half-written). Searches may still work; retry later."
+    return sqlite_storage.storage_error(
+        error,
+        full=f"The gallery's disk is full, so the {action} was not stored (nothing was half-written). "
+        "Searches still work; free space in the data directory and retry.",
+        unavailable=f"The gallery cannot be written right now ({error}), so the {action} was not stored (nothing "
+        "was half-written). Searches may still work; retry later.",
     )
-
-
-def _is_storage_failure(error: sqlite3.Error) -> bool:
-    # Integrity and programming errors are the caller's or the code's, not the disk's.
-    return not isinstance(error, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError))
 
 
 class RecordStore:
@@ -132,7 +123,7 @@ class RecordStore:
         try:
             yield self._db
         except sqlite3.Error as error:
-            if not _is_storage_failure(error):
+            if not sqlite_storage.is_storage_failure(error):
                 raise
             raise StorageUnavailableError(f"The gallery cannot be read right now ({error}); retry later.") from None
 
@@ -245,23 +236,13 @@ class RecordStore:
         Disk failures become StorageFullError / StorageUnavailableError naming ``action``; the transaction
         is rolled back first (a failed COMMIT can leave it open), so nothing is half-written.
         """
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self
-                self._db.execute(
-                    "UPDATE gallery_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as error:
-            if not _is_storage_failure(error):
-                raise
-            raise storage_error(error, action) from None
+
+        def map_error(error: sqlite3.Error) -> Exception | None:
+            return storage_error(error, action) if sqlite_storage.is_storage_failure(error) else None
+
+        with sqlite_storage.write_transaction(self._db, map_error) as db:
+            yield self
+            db.execute("UPDATE gallery_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
     def row_id_of(self, tracklet_id: str) -> int | None:
         row = self._db.execute("SELECT row_id FROM tracklets WHERE id = ?", (tracklet_id,)).fetchone()
