@@ -208,11 +208,14 @@ def run_ablation(
     resume: bool = False,
     seeds: list[int] | None = None,
     command: str | None = None,
+    report_only: bool = False,
 ) -> list[AblationRow]:
     """Train ``config`` once per head spec (and seed); returns one row per run, writes ablation.md / .json.
 
     With ``seeds`` the runs go to ``OUT/<head>/seed<k>`` (seed-major order, so partial tables compare
-    all heads), otherwise (the config's seed) to ``OUT/<head>``.
+    all heads), otherwise (the config's seed) to ``OUT/<head>``. ``report_only`` trains nothing: the
+    tables hold the runs that have finished (runs trained by several processes side by side, each on its
+    own heads and seeds, are gathered this way).
     """
     from training.distributed import DistributedContext
 
@@ -225,10 +228,13 @@ def run_ablation(
             run_config = head.apply(config, seed)
             run_dir = output_dir / head.slug / (f"seed{seed}" if seeds else "")
             result_path = run_dir / "result.json"
-            if resume and result_path.is_file():
+            if (resume or report_only) and result_path.is_file():
                 with open(result_path, encoding="utf-8") as handle:
                     row = AblationRow.from_json(json.load(handle))
                 log.info("%s (seed %s): already trained, reusing %s", row.label, row.seed, result_path)
+            elif report_only:
+                log.info("%s (seed %s): not trained yet, left out of the tables", head.label, seed)
+                continue
             else:
                 log.info("ablation: training %s (seed %d) into %s", head.label, run_config.seed, run_dir)
                 row = dataclasses.replace(train_and_evaluate(run_config, head, run_dir, resume), spec=spec,
@@ -341,6 +347,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train every head once per seed into OUT/<head>/seed<k>; the table shows mean ± std",
     )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="skip finished heads, resume an interrupted one")
+    parser.add_argument(
+        "--report-only", action="store_true",
+        help="train nothing: write the tables from the runs of OUT that have finished",
+    )  # fmt: skip
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -352,7 +362,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         "--config", str(args.config), "--heads", *args.heads, *seeds,
         *[item for override in args.overrides for item in ("--set", override)], "--out", str(args.out),
     ])  # fmt: skip
-    rows = run_ablation(config, args.heads, args.out, resume=args.resume, seeds=args.seeds, command=command)
+    rows = run_ablation(config, args.heads, args.out, resume=args.resume, seeds=args.seeds, command=command,
+                        report_only=args.report_only)  # fmt: skip
     from training.distributed import DistributedContext
 
     if DistributedContext.from_environment().is_main:

@@ -37,3 +37,23 @@ def test_table_reports_mean_and_sample_std_over_seeds_and_every_mode():
     assert "| MG-RAFA(N=4) | 0, 1, 2 | 50.0 ± 10.0 | 50.0 ± 10.0 |" in table
     assert "| MG-RAFA(N=4) | 0, 1, 2 | 10.0 ± 0.0 / 10.0 ± 0.0 | 50.0 ± 10.0 / 50.0 ± 10.0 | n/a | n/a |" in table
     assert "python -m training ablation --seeds 0 1 2" in table
+
+
+def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypatch):
+    import json
+
+    import training.ablation as ablation
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("report_only must not train")
+
+    monkeypatch.setattr(ablation, "train_and_evaluate", no_training)
+    for seed, value in ((0, 0.4), (2, 0.6)):  # seed 1 has not finished
+        run_dir = tmp_path / "mg-rafa-n4" / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "result.json").write_text(json.dumps(row(seed, value).as_json()))
+    rows = ablation.run_ablation(TrainConfig(), ["mg-rafa:4", "baseline"], tmp_path, seeds=[0, 1, 2],
+                                 report_only=True)  # fmt: skip
+    assert [(r.label, r.seed) for r in rows] == [("MG-RAFA(N=4)", 0), ("MG-RAFA(N=4)", 2)]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| MG-RAFA(N=4) | 0, 2 | 50.0 ± 14.1 |" in table and "Baseline" not in table
