@@ -173,18 +173,22 @@ class RecordStore:
             ).fetchall()
         return [record_from_row(row) for row in rows]
 
+    def _rows_with(self, columns: str, key: str, values: list) -> list[tuple]:
+        """``SELECT columns`` of the rows whose ``key`` column is one of ``values``, asked ``_FETCH_CHUNK``
+        values at a time (SQLite bounds the number of parameters of one statement)."""
+        rows: list[tuple] = []
+        with self.reading() as db:
+            for start in range(0, len(values), _FETCH_CHUNK):
+                chunk = values[start : start + _FETCH_CHUNK]
+                rows += db.execute(
+                    f"SELECT {columns} FROM tracklets WHERE {key} IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+        return rows
+
     def records_by_row_id(self, row_ids: list[int]) -> dict[int, TrackletRecord]:
         """The records of these row ids (missing ones left out), fetched in bounded chunks."""
-        records: dict[int, TrackletRecord] = {}
-        with self.reading() as db:
-            for start in range(0, len(row_ids), _FETCH_CHUNK):
-                chunk = row_ids[start : start + _FETCH_CHUNK]
-                rows = db.execute(
-                    f"SELECT row_id, {RECORD_COLUMNS} FROM tracklets WHERE row_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
-                records.update((row[0], record_from_row(row[1:])) for row in rows)
-        return records
+        rows = self._rows_with(f"row_id, {RECORD_COLUMNS}", "row_id", row_ids)
+        return {row[0]: record_from_row(row[1:]) for row in rows}
 
     def max_row_id(self) -> int:
         with self.reading() as db:
@@ -206,27 +210,12 @@ class RecordStore:
 
     def embeddings_by_row_id(self, row_ids: list[int]) -> dict[int, np.ndarray]:
         """The stored embeddings (float32, exact) of these row ids (missing ones left out)."""
-        found: dict[int, np.ndarray] = {}
-        with self.reading() as db:
-            for start in range(0, len(row_ids), _FETCH_CHUNK):
-                chunk = row_ids[start : start + _FETCH_CHUNK]
-                rows = db.execute(
-                    f"SELECT row_id, embedding FROM tracklets WHERE row_id IN ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
-                found.update((row, np.frombuffer(blob, dtype=np.float32)) for row, blob in rows)
-        return found
+        rows = self._rows_with("row_id, embedding", "row_id", row_ids)
+        return {row: np.frombuffer(blob, dtype=np.float32) for row, blob in rows}
 
     def row_ids_of(self, tracklet_ids: list[str]) -> dict[str, int]:
         """Row ids of these tracklet ids (missing ones left out)."""
-        found: dict[str, int] = {}
-        with self.reading() as db:
-            for start in range(0, len(tracklet_ids), _FETCH_CHUNK):
-                chunk = tracklet_ids[start : start + _FETCH_CHUNK]
-                rows = db.execute(
-                    f"SELECT id, row_id FROM tracklets WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
-                found.update(rows)
-        return found
+        return dict(self._rows_with("id, row_id", "id", tracklet_ids))
 
     # -- writes (call inside `transaction`) ----------------------------------------------------------------
     @contextlib.contextmanager

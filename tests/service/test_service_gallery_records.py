@@ -219,3 +219,26 @@ def test_open_gallery_chooses_the_backend_and_refuses_an_unknown_one(tmp_path):
     with pytest.raises(StartupError, match="REID_GALLERY_BACKEND='cassandra' is not a gallery backend; choose one "
                                           "of: milvus, sqlite"):
         open_gallery(wrong, DIM, VERSION)
+
+
+def test_lookups_by_many_ids_span_several_statements_and_leave_out_missing_ones(tmp_path):
+    from service.gallery.sqlite import _FETCH_CHUNK, RecordStore
+
+    store = RecordStore(tmp_path, DIM, VERSION)
+    count = 2 * _FETCH_CHUNK + 7  # three IN statements
+    vectors = np.random.default_rng(5).standard_normal((count, DIM)).astype(np.float32)
+    records = [TrackletRecord(id=f"t{index}", person_id=f"p{index}", model_version=VERSION) for index in range(count)]
+    with store.transaction("enroll"):
+        row_ids = store.insert_many(records, vectors)
+    by_id = {record.id: int(row_id) for record, row_id in zip(records, row_ids, strict=True)}
+    asked = [*by_id, "missing"]
+    assert store.row_ids_of(asked) == by_id
+    wanted = [*map(int, row_ids), int(row_ids[-1]) + 100]
+    found = store.records_by_row_id(wanted)
+    assert sorted(found) == sorted(map(int, row_ids))
+    assert all(found[by_id[record.id]] == record for record in records)
+    stored = store.embeddings_by_row_id(wanted)
+    assert sorted(stored) == sorted(map(int, row_ids))
+    assert all(np.array_equal(stored[int(row_id)], vector) for row_id, vector in zip(row_ids, vectors, strict=True))
+    assert store.row_ids_of([]) == {} and store.records_by_row_id([]) == {}
+    store.close()
