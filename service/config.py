@@ -181,6 +181,28 @@ class Settings(BaseSettings):
         "pictures of people: turn it off where that is not wanted.",
     )
 
+    media_backend: Literal["local", "s3"] = Field(
+        "local",
+        description="Where thumbnails, frames, attention overlays and spooled footage live: local (files in "
+        "REID_DATA_DIR; one host) or s3 (an S3-compatible bucket, REID_S3_*, that every API replica and footage "
+        "worker shares; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).",
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description="REID_MEDIA_BACKEND=s3: the S3 endpoint URL (http://minio:9000, "
+        "https://s3.eu-west-1.amazonaws.com); required with s3.",
+    )
+    s3_bucket: str = Field(
+        "reid-media", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="REID_MEDIA_BACKEND=s3: the bucket of the media (created at start-up when missing).",
+    )
+    s3_region: str = Field("us-east-1", description="REID_MEDIA_BACKEND=s3: the bucket's region (MinIO: any).")
+    s3_timeout_s: float = Field(
+        10.0, gt=0,
+        description="REID_MEDIA_BACKEND=s3: connect and read deadline of each S3 call (tried twice); past it a "
+        "request is 503 with the reason, and no record is left without its media.",
+    )
+
     docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     docs_public: bool = Field(
         False,

@@ -17,7 +17,7 @@ from service.embedder import OnnxEmbedder
 from service.errors import StartupError, StorageUnavailableError
 from service.footage.service import FootageService, open_footage
 from service.gallery import Gallery, open_gallery
-from service.media import MediaStore
+from service.media import MediaStore, open_backend
 from service.metrics import ServiceMetrics
 from service.search.batching import SearchBatcher
 from service.search.searcher import ObservedGallery, Searcher
@@ -64,9 +64,10 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     """The decoder's limits, read from the settings of the same names (declared once, in `Settings`)."""
     return DecodeLimits(**{limit.name: getattr(settings, limit.name) for limit in dataclasses.fields(DecodeLimits)})
 def open_media(settings: Settings, gallery: Gallery) -> MediaStore:
-    """The media folders (thumbnails, frames, overlays); files a crash left without a record are swept in the
-    background (only files older than this process, so enrolls that start meanwhile are untouched)."""
-    media = MediaStore(settings.data_dir, settings.store_thumbnails, settings.store_frames)
+    """The media store (thumbnails, frames, overlays, footage; REID_MEDIA_BACKEND); media a crash left without a
+    record is swept in the background (only media older than this process, so enrolls that start meanwhile are
+    untouched; see `service.media`)."""
+    media = MediaStore(open_backend(settings), settings.store_thumbnails, settings.store_frames)
     started = time.time()
 
     def claimed(tracklet_id: str) -> bool:

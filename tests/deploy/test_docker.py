@@ -444,9 +444,24 @@ def test_deployment_guide_documents_every_setting():
     assert settings_variables() <= set(re.findall(r"\bREID_[A-Z0-9_]+\b", DEPLOY_README.read_text()))
 
 
+#: Not REID_ settings: boto3's standard credential variables, for REID_MEDIA_BACKEND=s3.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
 def test_compose_environment_sets_only_service_settings(compose_model):
     for name in ("api", "api-cpu", "api-1", "api-2"):
-        assert set(compose_model["services"][name]["environment"]) <= settings_variables()
+        assert set(compose_model["services"][name]["environment"]) <= settings_variables() | S3_CREDENTIALS
+
+
+def test_scale_replicas_keep_media_in_their_own_minio_bucket(compose_model):
+    services = compose_model["services"]
+    for name in ("api-1", "api-2"):
+        environment = services[name]["environment"]
+        assert environment["REID_MEDIA_BACKEND"] == "s3" and environment["REID_S3_ENDPOINT"] == "http://minio:9000"
+        assert environment["REID_S3_BUCKET"] == "reid-media"  # not Milvus' bucket (a-bucket)
+        assert set(environment) >= S3_CREDENTIALS
+        assert services[name]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["minio"]["environment"]["MINIO_ACCESS_KEY"] == services["api-1"]["environment"]["AWS_ACCESS_KEY_ID"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

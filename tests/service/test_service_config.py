@@ -35,6 +35,7 @@ def test_defaults():
     assert settings.max_archive_bytes == 128 * 1024 * 1024 and settings.max_metadata_bytes == 16 * 1024
     assert (settings.body_timeout_s, settings.max_concurrent_uploads, settings.shutdown_timeout_s) == (60.0, 32, 30.0)
     assert settings.docs_enabled is True and settings.docs_public is False and settings.gallery_backend == "sqlite"
+    assert settings.media_backend == "local" and settings.s3_endpoint is None and settings.s3_bucket == "reid-media"
 
 
 def test_environment_variables_with_the_reid_prefix(monkeypatch):
@@ -58,6 +59,8 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_FOOTAGE_WORKERS": "2", "REID_FOOTAGE_QUEUE_SIZE": "0",
         "REID_MAX_FOOTAGE_BYTES": "999", "REID_FOOTAGE_BODY_TIMEOUT_S": "60", "REID_STORE_THUMBNAILS": "false",
         "REID_STORE_FRAMES": "false",
+        "REID_MEDIA_BACKEND": "s3", "REID_S3_ENDPOINT": "http://minio:9000", "REID_S3_BUCKET": "media-2",
+        "REID_S3_REGION": "eu-west-1", "REID_S3_TIMEOUT_S": "3",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -86,6 +89,8 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert (settings.footage_workers, settings.footage_queue_size, settings.max_footage_bytes) == (2, 0, 999)
     assert settings.footage_body_timeout_s == 60 and settings.store_thumbnails is False
     assert settings.store_frames is False
+    assert (settings.media_backend, settings.s3_endpoint, settings.s3_bucket) == ("s3", "http://minio:9000", "media-2")
+    assert (settings.s3_region, settings.s3_timeout_s) == ("eu-west-1", 3)
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 

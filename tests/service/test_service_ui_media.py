@@ -163,7 +163,7 @@ def test_query_by_tracklet_id_can_leave_the_query_out(client):
 
 @pytest.mark.parametrize(("code", "status"), [(errno.ENOSPC, 507), (errno.EIO, 503)])
 def test_a_failing_disk_while_writing_frames_stores_nothing(client, monkeypatch, code, status):
-    import service.media as media_module
+    import service.media.backends as media_module
 
     def failing_fsync(descriptor: int) -> None:
         raise OSError(code, "simulated")

@@ -1,4 +1,5 @@
-"""The thumbnail store: JPEG files named after the tracklet id, written atomically, swept when orphaned."""
+"""The media store's thumbnails (local backend): JPEG files named after the tracklet id, written atomically,
+swept when orphaned."""
 
 from __future__ import annotations
 
@@ -8,31 +9,31 @@ import time
 import cv2
 import numpy as np
 
-from service.thumbnails import MAX_HEIGHT, ThumbnailStore, encode_thumbnail
+from service.media import MAX_HEIGHT, MediaStore, encode_thumbnail
 
 
 def test_write_read_delete_and_names_that_stay_inside_the_folder(tmp_path):
-    store = ThumbnailStore(tmp_path)
+    store = MediaStore(tmp_path)
     picture = np.zeros((256, 128, 3), np.uint8)
     picture[:, :, 0] = 200  # red in RGB
     for tracklet_id in ("plain", "../escape", "a/b", "x:y@z"):
         assert store.write(tracklet_id, picture)
-        assert store.path(tracklet_id).parent == store.folder
+        assert store.path(tracklet_id).parent == tmp_path / "thumbnails"
         decoded = cv2.imdecode(np.frombuffer(store.read(tracklet_id), np.uint8), cv2.IMREAD_COLOR)
         assert decoded.shape == (MAX_HEIGHT, 64, 3) and decoded[..., 2].mean() > 180  # BGR: red kept
     store.delete("plain")
     assert store.read("plain") is None
     store.delete("plain")  # deleting twice is fine
-    assert not ThumbnailStore(tmp_path / "off", enabled=False).write("x", picture)
+    assert not MediaStore(tmp_path / "off", store_thumbnails=False).write("x", picture)
     assert encode_thumbnail(np.zeros((40, 20, 3), np.uint8))[:2] == b"\xff\xd8"  # small ones are not enlarged
 
 
 def test_orphans_older_than_the_process_are_swept(tmp_path):
-    store = ThumbnailStore(tmp_path)
+    store = MediaStore(tmp_path)
     picture = np.zeros((64, 32, 3), np.uint8)
     for tracklet_id in ("kept", "orphan"):
         store.write(tracklet_id, picture)
-    (store.folder / "half.tmp").write_bytes(b"partial")
+    ((tmp_path / "thumbnails") / "half.tmp").write_bytes(b"partial")
     started = time.time()
     store.write("fresh-orphan", picture)
     future = started + 60
@@ -40,9 +41,9 @@ def test_orphans_older_than_the_process_are_swept(tmp_path):
     past = started - 60
     for name in ("kept", "orphan"):
         os.utime(store.path(name), (past, past))
-    os.utime(store.folder / "half.tmp", (past, past))
+    os.utime((tmp_path / "thumbnails") / "half.tmp", (past, past))
     removed = store.remove_orphans(lambda tracklet_id: tracklet_id == "kept", older_than=started)
     assert removed == 2
     assert store.read("kept") is not None and store.read("orphan") is None
     assert store.read("fresh-orphan") is not None  # written after the sweep began: an enroll in progress
-    assert not (store.folder / "half.tmp").exists()
+    assert not ((tmp_path / "thumbnails") / "half.tmp").exists()
