@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,13 +24,15 @@ from starlette.concurrency import run_in_threadpool
 from models.contract import sample_frame_indices
 from models.overlay import overlay_frames
 from service.decoding import DecodedTracklet, NamedMedia, TrackletDecoder
-from service.errors import ConflictError, InvalidRequestError, NotFoundError
+from service.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceError
 from service.gallery import Gallery, TrackletFilter, TrackletRecord
 from service.media import MediaStore, add_with_media, encode_png
 from service.metrics import ServiceMetrics
 from service.schemas import Match, QueryOut
 from service.search.searcher import Hit
 from service.state import ServiceState
+
+log = logging.getLogger(__name__)
 
 
 class MediaKind(str, Enum):
@@ -177,11 +180,16 @@ def delete_record(gallery: Gallery, media: MediaStore, tracklet_id: str) -> bool
     """Blocking: removes a record (out of every search when this returns), then its media (thumbnail, frames,
     overlays); False if none.
 
-    The files go after the record: a crash in between leaves files no record claims, swept at the next start.
+    The media goes after the record: a crash in between, or a media store that fails then, leaves media no
+    record claims and no route serves, swept at the next start; the delete itself has happened (204).
     """
     if not gallery.delete(tracklet_id):
         return False
-    media.delete(tracklet_id)
+    try:
+        media.delete(tracklet_id)
+    except ServiceError as error:
+        log.warning("tracklet %s deleted; its media stays until the next start's sweep: %s", tracklet_id,
+                    error.message)
     return True
 
 

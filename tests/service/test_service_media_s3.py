@@ -234,5 +234,8 @@ def test_s3_stopped_mid_way_answers_503_and_leaves_no_record(tiny_model, tmp_pat
             assert_error(client.get("/tracklets/before/frames"), 503, "storage_unavailable")
             query = client.post("/query", files=frames_upload(4), data={"top_k": "1"})
             assert query.status_code == 200 and query.json()["matches"][0]["id"] == "before"
+            # A delete removes the record (204); its media, out of reach now, is what the next start sweeps.
+            assert client.delete("/tracklets/before").status_code == 204
+            assert_error(client.get("/tracklets/before"), 404, "not_found")
     finally:
         server.stop()
