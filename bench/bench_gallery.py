@@ -20,6 +20,7 @@ import gc
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ import faiss
 import numpy as np
 
 from bench.bench_search import bench_kinds, bench_service_search, kinds_table, service_table
-from bench.machine import load_average, machine_description
+from bench.machine import NotPaused, PausedDuringTiming, load_average, machine_description
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
 from service.gallery.index import VectorIndex
 
@@ -168,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="size:dim pairs for the index kinds (empty: skip)")
     parser.add_argument("--kinds", default="flat,ivf-sq8,ivf-fp16,hnsw", help="index kinds compared")
     parser.add_argument("--nprobes", default="16,48,128", help="IVF lists searched, one row each")
+    parser.add_argument("--nlists", default="", help="IVF list counts, one build each (empty: the service's default)")
+    parser.add_argument("--candidates", default="", help="candidates re-ordered exactly, one row each (empty: default)")
+    parser.add_argument("--ef-searches", default="", help="HNSW efSearch values, one row each (empty: default)")
+    parser.add_argument("--pause", default="", metavar="PATTERN",
+                        help="stop the processes whose command line matches PATTERN (pgrep -f) during each timed "
+                        "window of the index kinds, resuming them right after (a shared machine's background jobs)")
     parser.add_argument("--kind-queries", type=int, default=200, help="queries per index kind")
     parser.add_argument("--max-index-bytes", type=float, default=3e9,
                         help="skip a kind whose vectors would take more (flat 1M x 2048 is 8 GB)")
@@ -179,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     load_before = load_average()
+    pause = NotPaused()
+    if args.pause:
+        found = subprocess.run(["pgrep", "-f", args.pause], capture_output=True, text=True, check=False).stdout
+        pause = PausedDuringTiming([int(pid) for pid in found.split() if int(pid) not in _ancestors()])
+        log.info("pausing %s during timed windows", pause.pids)
     started = time.perf_counter()
 
     results, kind_results = [], []
@@ -186,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(final: bool = False) -> None:
         # Written after every section, so an interrupted run still leaves what it measured.
-        args.out.write_text(render(args, results, kind_results, service_result, load_before, started, final))
+        args.out.write_text(render(args, results, kind_results, service_result, load_before, started, final,
+                                   pause))
 
     for item in filter(None, args.sizes.split(",")):
         size, dim = (int(part) for part in item.split(":"))
@@ -194,19 +207,37 @@ def main(argv: list[str] | None = None) -> int:
         write()
     if args.service_size:
         size, dim = (int(part) for part in args.service_size.split(":"))
-        service_result = bench_service_search(size, dim, args.queries, args.work_dir)
+        service_result = bench_service_search(size, dim, args.queries, args.work_dir, pause=pause)
         write()
     for item in filter(None, args.kind_sizes.split(",")):
         size, dim = (int(part) for part in item.split(":"))
         kind_results += bench_kinds(size, dim, args.kind_queries, args.kinds.split(","), int(args.max_index_bytes),
-                                    args.hnsw_max_size, [int(n) for n in args.nprobes.split(",")])
+                                    args.hnsw_max_size, _ints(args.nprobes), _ints(args.nlists) or None,
+                                    _ints(args.candidates) or None, _ints(args.ef_searches) or None, pause)
         write()
     write(final=True)
     log.info("wrote %s", args.out)
     return 0
 
 
-def render(args, results, kind_results, service_result, load_before: str, started: float, final: bool) -> str:
+def _ancestors() -> set[int]:
+    """This process and its parents (their command lines hold the --pause pattern too: never stopped)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def render(args, results, kind_results, service_result, load_before: str, started: float, final: bool,
+           pause: PausedDuringTiming | None = None) -> str:
     load_after = load_average()
     lines = [
         "# Gallery search: FAISS vs numpy, index kinds, filters, re-ranking, batching",
@@ -219,6 +250,7 @@ def render(args, results, kind_results, service_result, load_before: str, starte
         f"({faiss.get_compile_options().strip()}), numpy {np.__version__}.",
         f"- Load average (1/5/15 min) before: {load_before}; after: {load_after} (shared machine: other jobs ran "
         "beside this one, so absolute times are noisy; ratios are from the same run).",
+        f"- Timed windows: {(pause or NotPaused()).describe()}.",
         "",
         "## One query: FAISS flat vs numpy brute force",
         "",

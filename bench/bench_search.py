@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import NotPaused, PausedDuringTiming
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
 from service.gallery.index import VectorIndex
-from service.gallery.index_kinds import IndexKind, IndexOptions, ivf_list_count
+from service.gallery.index_kinds import IndexKind, IndexOptions
 from service.search.batching import SearchBatcher
-from service.search.searcher import ObservedGallery, Searcher
+from service.search.searcher import ObservedGallery, Searcher, single_threaded_blas
 
 log = logging.getLogger("bench_search")
 TOP_K = 10
@@ -35,22 +36,28 @@ _PER_PERSON = 8
 
 
 class PersonData:
-    """Deterministic person-clustered vectors: chunk by chunk, any size, float16-exact."""
+    """Deterministic person-clustered vectors: chunk by chunk, any size, float16-exact.
+
+    Every person's latent centre is drawn at once (persons x 64 float32: 32 MB at a million tracklets) and
+    each chunk's noise in one float32 call, so 1M x 2048 is generated in tens of seconds, not minutes.
+    """
 
     def __init__(self, size: int, dim: int, seed: int = 0):
         self.size, self.dim, self.seed = size, dim, seed
         rng = np.random.default_rng(seed)
-        self.projection = (rng.standard_normal((_LATENT, dim)) / np.sqrt(_LATENT)).astype(np.float32)
+        self.projection = (rng.standard_normal((_LATENT, dim), dtype=np.float32) / np.sqrt(_LATENT)).astype(np.float32)
+        self.latent = rng.standard_normal((max(1, -(-size // _PER_PERSON)), _LATENT), dtype=np.float32)
 
     def centres(self, persons: np.ndarray) -> np.ndarray:
-        latent = np.stack([np.random.default_rng((self.seed, int(p))).standard_normal(_LATENT) for p in persons])
-        return latent.astype(np.float32) @ self.projection
+        return self.latent[persons] @ self.projection
 
     def chunk(self, start: int, stop: int, salt: int = 0) -> np.ndarray:
         rng = np.random.default_rng((self.seed, salt, start))
         persons = np.arange(start, stop) // _PER_PERSON
-        noise = 0.35 * rng.standard_normal((stop - start, self.dim), dtype=np.float32)
-        return (self.centres(persons) + noise).astype(np.float16)
+        block = rng.standard_normal((stop - start, self.dim), dtype=np.float32)
+        block *= 0.35
+        block += self.centres(persons)
+        return block.astype(np.float16)
 
     def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, self.size, _CHUNK):
@@ -58,8 +65,12 @@ class PersonData:
             yield np.arange(start, stop, dtype=np.int64), self.chunk(start, stop).astype(np.float32)
 
     def all(self) -> np.ndarray:
-        return np.concatenate([self.chunk(start, min(self.size, start + _CHUNK))
-                               for start in range(0, self.size, _CHUNK)])
+        """Every vector as float16 (one copy: filled chunk by chunk)."""
+        data = np.empty((self.size, self.dim), dtype=np.float16)
+        for start in range(0, self.size, _CHUNK):
+            stop = min(self.size, start + _CHUNK)
+            data[start:stop] = self.chunk(start, stop)
+        return data
 
     def queries(self, count: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, 99))
@@ -109,14 +120,25 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_kinds(size: int, dim: int, queries: int, kinds: list[str], max_index_bytes: int, hnsw_max_size: int,
-                nprobes: list[int]) -> list[KindResult]:
+                nprobes: list[int], nlists: list[int] | None = None, candidates: list[int] | None = None,
+                ef_searches: list[int] | None = None, pause: PausedDuringTiming | None = None) -> list[KindResult]:
     """Each index kind over ``size`` x ``dim``: build time, bytes per tracklet, p50/p99 of one query with
-    the service's exact re-ordering of the candidates, recall@10 against exact search."""
+    the service's exact re-ordering of the candidates, recall@10 against exact search.
+
+    IVF is built once per ``nlists`` entry (default: the service's `ivf_list_count`) and searched with each
+    of ``nprobes``; HNSW with each of ``ef_searches``; approximate kinds re-order each of ``candidates``
+    counts of candidates by exact distance (the service's `IndexOptions.candidates`). Only the timed
+    loops run inside ``pause``'s windows.
+    """
+    pause = pause or NotPaused()
     source = PersonData(size, dim)
     log.info("index kinds: generating %d x %d", size, dim)
+    started = time.perf_counter()
     data = source.all()
     query_vectors = source.queries(queries)
     truth = exact_top(data, query_vectors, TOP_K)
+    log.info("generated with the exact top-%d in %.0f s", TOP_K, time.perf_counter() - started)
+    candidates = candidates or [IndexOptions().candidates(TOP_K)]
     results = []
     for name in kinds:
         kind, _, storage = name.partition("-")
@@ -127,43 +149,50 @@ def bench_kinds(size: int, dim: int, queries: int, kinds: list[str], max_index_b
         if kind == "hnsw" and size > hnsw_max_size:
             log.info("skipping hnsw at %d (build time)", size)
             continue
-        options = IndexOptions(kind=IndexKind(kind), ivf_storage=storage or "sq8", min_train_size=1000)
-        index = VectorIndex(dim, options=options)
-        log.info("building %s over %d x %d", name, size, dim)
-        started = time.perf_counter()
-        index.rebuild(lambda: _chunks_of(data), size)
-        build_s = time.perf_counter() - started
-        detail = {
-            "flat": "IndexFlatL2, exact",
-            "ivf": f"nlist {ivf_list_count(size)}, nprobe {options.ivf_nprobe}, {options.ivf_storage}",
-            "hnsw": f"M {options.hnsw_m}, efSearch {options.hnsw_ef_search}, sq8",
-        }[kind]
-        settings = [(options, detail)]
-        if kind == "ivf":
-            settings = [(dataclasses.replace(options, ivf_nprobe=nprobe),
-                         f"nlist {ivf_list_count(size)}, nprobe {nprobe}, {options.ivf_storage}") for nprobe in nprobes]
-        for searched, label in settings:
-            index.options = searched
-            result = KindResult(name, size, dim, label, build_s, index.memory_bytes() / size)
-            wanted = TOP_K if kind == "flat" else 2 * TOP_K + 10
-            found = []
-            index.search(query_vectors[:1], wanted)
-            for query in query_vectors:
-                started = time.perf_counter()
-                _, ids = index.search(query[None], wanted)
-                candidates = ids[0][ids[0] >= 0]
-                if kind != "flat":
-                    # The service re-orders an approximate index's candidates by their exact distances.
-                    exact = ((data[candidates].astype(np.float32) - query) ** 2).sum(1)
-                    candidates = candidates[np.argsort(exact, kind="stable")]
-                found.append(candidates[:TOP_K])
-                result.times.append(time.perf_counter() - started)
-            result.recall = float(np.mean([len(set(got.tolist()) & set(want.tolist())) / TOP_K
-                                           for got, want in zip(found, truth, strict=True)]))
-            log.info("%s %s: p50 %.1f ms, recall@10 %.3f", name, label, _percentile(result.times, 50), result.recall)
-            results.append(result)
-        del index
-        gc.collect()
+        for lists in (nlists or [0]) if kind == "ivf" else [0]:
+            options = IndexOptions(kind=IndexKind(kind), ivf_storage=storage or "sq8", min_train_size=1000,
+                                   ivf_lists=lists)
+            index = VectorIndex(dim, options=options)
+            log.info("building %s over %d x %d", name, size, dim)
+            started = time.perf_counter()
+            index.rebuild(lambda: _chunks_of(data), size)
+            build_s = time.perf_counter() - started
+            log.info("built in %.0f s", build_s)
+            bytes_per_tracklet = index.memory_bytes() / size
+            if kind == "flat":
+                settings = [(options, "IndexFlatL2, exact", TOP_K)]
+            elif kind == "ivf":
+                settings = [(dataclasses.replace(options, ivf_nprobe=nprobe),
+                             f"nlist {options.lists(size)}, nprobe {nprobe}, {options.ivf_storage}, "
+                             f"{wanted} candidates",
+                             wanted) for nprobe in nprobes for wanted in candidates]
+            else:
+                settings = [(dataclasses.replace(options, hnsw_ef_search=ef),
+                             f"M {options.hnsw_m}, efSearch {ef}, sq8, {wanted} candidates", wanted)
+                            for ef in (ef_searches or [options.hnsw_ef_search]) for wanted in candidates]
+            for searched, label, wanted in settings:
+                index.options = searched
+                result = KindResult(name, size, dim, label, build_s, bytes_per_tracklet)
+                found = []
+                with pause.window():
+                    index.search(query_vectors[:1], wanted)
+                    for query in query_vectors:
+                        started = time.perf_counter()
+                        _, ids = index.search(query[None], wanted)
+                        hits = ids[0][ids[0] >= 0]
+                        if kind != "flat":
+                            # The service re-orders an approximate index's candidates by their exact distances.
+                            exact = ((data[hits].astype(np.float32) - query) ** 2).sum(1)
+                            hits = hits[np.argsort(exact, kind="stable")]
+                        found.append(hits[:TOP_K])
+                        result.times.append(time.perf_counter() - started)
+                result.recall = float(np.mean([len(set(got.tolist()) & set(want.tolist())) / TOP_K
+                                               for got, want in zip(found, truth, strict=True)]))
+                log.info("%s %s: p50 %.1f ms, recall@10 %.3f", name, label, _percentile(result.times, 50),
+                         result.recall)
+                results.append(result)
+            del index
+            gc.collect()
     return results
 
 
@@ -183,8 +212,8 @@ class ServiceSearchResult:
     rerank_added: list[float] = field(default_factory=list)
 
 
-def bench_service_search(size: int, dim: int, queries: int, work_dir: Path, clients: int = 16
-                         ) -> ServiceSearchResult:
+def bench_service_search(size: int, dim: int, queries: int, work_dir: Path, clients: int = 16,
+                         pause: PausedDuringTiming | None = None) -> ServiceSearchResult:
     """Through SqliteGallery + Searcher (the service's objects): plain, filtered and re-ranked query
     latency, and the throughput of ``clients`` concurrent queries with and without batching."""
     source = PersonData(size, dim, seed=1)
@@ -195,6 +224,7 @@ def bench_service_search(size: int, dim: int, queries: int, work_dir: Path, clie
         for row_ids, vectors in source.chunks():
             gallery.add_many([TrackletRecord(id=f"t{i}", person_id=f"p{i // _PER_PERSON}", camera_id=f"c{i % 6}")
                               for i in row_ids.tolist()], vectors)
+        single_threaded_blas()  # as the service does at start-up
         searcher = Searcher(gallery)
         gallery.neighbours = searcher.neighbours
         query_vectors = source.queries(queries)
@@ -208,44 +238,47 @@ def bench_service_search(size: int, dim: int, queries: int, work_dir: Path, clie
                 times.append(time.perf_counter() - started)
             return times
 
-        plain = timed(lambda q: searcher.search(q, TOP_K))
-        exclude_camera = timed(lambda q: searcher.search(q, TOP_K, TrackletFilter(exclude_cameras=["c0"])))
-        one_camera = timed(lambda q: searcher.search(q, TOP_K, TrackletFilter(cameras=["c3"])))
-        searcher.neighbours.clear()
-        rerank_cold = []
-        for query in query_vectors:
-            started = time.perf_counter()
-            searcher.search(query, TOP_K, rerank=True)
-            rerank_cold.append(time.perf_counter() - started)
-        rerank_warm = timed(lambda q: searcher.search(q, TOP_K, rerank=True))
-        # Paired: the shortlist search alone, then the whole re-ranked query, back to back per query; their
-        # difference is what re-ranking adds beyond its one index search (robust to a busy machine's drift).
-        added = []
-        for query in query_vectors:
-            started = time.perf_counter()
-            gallery.search(query[None], searcher.rerank_parameters.shortlist_size, None)
-            middle = time.perf_counter()
-            searcher.search(query, TOP_K, rerank=True)
-            added.append((time.perf_counter() - middle) - (middle - started))
-        shortlist = float(np.mean([sum(hit.rerank_distance is not None for hit in searcher.search(q, 2000, rerank=True))
-                                   for q in query_vectors[:5]]))
+        with (pause or NotPaused()).window():  # the timed part only, not the import
+            plain = timed(lambda q: searcher.search(q, TOP_K))
+            exclude_camera = timed(lambda q: searcher.search(q, TOP_K, TrackletFilter(exclude_cameras=["c0"])))
+            one_camera = timed(lambda q: searcher.search(q, TOP_K, TrackletFilter(cameras=["c3"])))
+            searcher.neighbours.clear()
+            rerank_cold = []
+            for query in query_vectors:
+                started = time.perf_counter()
+                searcher.search(query, TOP_K, rerank=True)
+                rerank_cold.append(time.perf_counter() - started)
+            rerank_warm = timed(lambda q: searcher.search(q, TOP_K, rerank=True))
+            # Paired: the shortlist search alone, then the whole re-ranked query, back to back per query; their
+            # difference is what re-ranking adds beyond its one index search (robust to a busy machine's drift).
+            added = []
+            for query in query_vectors:
+                started = time.perf_counter()
+                gallery.search(query[None], searcher.rerank_parameters.shortlist_size, None)
+                middle = time.perf_counter()
+                searcher.search(query, TOP_K, rerank=True)
+                added.append((time.perf_counter() - middle) - (middle - started))
+            shortlist = float(np.mean([
+                sum(hit.rerank_distance is not None for hit in searcher.search(q, 2000, rerank=True))
+                for q in query_vectors[:5]
+            ]))
 
-        def throughput(search) -> float:
-            each = max(2, queries // clients)
-            threads = [threading.Thread(target=lambda: [search(q) for q in query_vectors[:each]])
-                       for _ in range(clients)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            return clients * each / (time.perf_counter() - started)
+            def throughput(search) -> float:
+                each = max(2, queries // clients)
+                threads = [threading.Thread(target=lambda: [search(q) for q in query_vectors[:each]])
+                           for _ in range(clients)]
+                started = time.perf_counter()
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                return clients * each / (time.perf_counter() - started)
 
-        sequential_qps = throughput(lambda q: gallery.search(q[None], TOP_K, None))
-        batcher = SearchBatcher(lambda *query: gallery.search(*query))
-        batcher.start()
-        batched_qps = throughput(lambda q: batcher.search(q, TOP_K, None))
-        batcher.stop()
+            sequential_qps = throughput(lambda q: gallery.search(q[None], TOP_K, None))
+            batcher = SearchBatcher(lambda *query: gallery.search(*query))
+            batcher.start()
+            batched_qps = throughput(lambda q: batcher.search(q, TOP_K, None))
+            batcher.stop()
         gallery.close(snapshot=False)
         return ServiceSearchResult(size, dim, plain, exclude_camera, one_camera, rerank_cold, rerank_warm, shortlist,
                                    sequential_qps, batched_qps, clients, added)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -24,3 +30,69 @@ def machine_description() -> str:
 def load_average() -> str:
     """The 1/5/15-minute load averages, to tell a quiet machine from a shared one."""
     return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+class PausedDuringTiming:
+    """Stops other processes (SIGSTOP) for each timed window and resumes them (SIGCONT) right after.
+
+    For a shared machine whose background jobs would otherwise dominate the latencies: only the timed
+    loops run with them stopped, never data generation or index builds. Every window is recorded (start,
+    seconds) for the report; a watchdog resumes the processes if one window outlasts ``max_window_s``,
+    and `resume` (also registered with atexit) leaves them running whatever happens.
+    """
+
+    def __init__(self, pids: list[int], max_window_s: float = 240.0, max_total_s: float = 1080.0):
+        import atexit
+
+        self.pids = list(pids)
+        self.max_window_s, self.max_total_s = max_window_s, max_total_s
+        self.windows: list[tuple[str, float]] = []
+        self._stopped = False
+        atexit.register(self.resume)
+
+    def _signal(self, number: int) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, number)
+            except ProcessLookupError:
+                pass
+
+    def resume(self) -> None:
+        if self._stopped:
+            self._signal(signal.SIGCONT)
+            self._stopped = False
+
+    def total_s(self) -> float:
+        return sum(seconds for _, seconds in self.windows)
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[None]:
+        if not self.pids or self.total_s() >= self.max_total_s:
+            yield
+            return
+        started_at = datetime.now(timezone.utc).strftime("%H:%M:%S")
+        watchdog = threading.Timer(min(self.max_window_s, self.max_total_s - self.total_s()), self.resume)
+        started = time.perf_counter()
+        self._signal(signal.SIGSTOP)
+        self._stopped = True
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            self.resume()
+            self.windows.append((started_at, time.perf_counter() - started))
+
+    def describe(self) -> str:
+        if not self.pids:
+            return "no process was paused"
+        longest = max((seconds for _, seconds in self.windows), default=0.0)
+        first = self.windows[0][0] if self.windows else "-"
+        return (f"processes {', '.join(map(str, self.pids))} paused (SIGSTOP/SIGCONT) during the "
+                f"{len(self.windows)} timed windows only, {self.total_s():.0f} s in all (longest {longest:.0f} s; "
+                f"first at {first} UTC)")
+
+
+class NotPaused(PausedDuringTiming):
+    def __init__(self) -> None:
+        super().__init__([])

@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     )
     rerank_cache_size: int = Field(
         20_000, ge=100,
-        description="Neighbour lists cached for re-ranking (each with its embedding: about 4 x dim bytes per list).",
+        description="Neighbour lists cached for re-ranking (each with its embedding, and as many neighbours' "
+        "embeddings: about 8 x dim bytes per list).",
     )
     search_threads: int = Field(
         1, ge=0,

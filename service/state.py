@@ -20,7 +20,7 @@ from service.gallery import Gallery, open_gallery
 from service.media import MediaStore, open_backend
 from service.metrics import ServiceMetrics
 from service.search.batching import SearchBatcher
-from service.search.searcher import ObservedGallery, Searcher
+from service.search.searcher import ObservedGallery, Searcher, single_threaded_blas
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
             on_batch=metrics.observe_batch,
         )
         batcher.start()
+        single_threaded_blas()
         searcher = Searcher(
             gallery,
             RerankParameters(settings.rerank_k1, settings.rerank_k2, settings.rerank_lambda, settings.rerank_shortlist),

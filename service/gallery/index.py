@@ -27,7 +27,6 @@ from service.gallery.index_kinds import (
     IndexOptions,
     NotSelector,
     batch_selector,
-    ivf_list_count,
     kind_of,
     new_index,
     omp_threads,
@@ -124,7 +123,7 @@ class VectorIndex:
         index = new_index(kind, self.dim, size, self.options)
         with omp_threads(0):
             if not index.is_trained and size > 0:
-                index.train(self._training_sample(chunks, size, ivf_list_count(size)))
+                index.train(self._training_sample(chunks, size, self.options.lists(size)))
             for ids, vectors in chunks():
                 index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         self._cpu_index, self.kind, self.trained_size = index, kind, size
@@ -155,6 +154,11 @@ class VectorIndex:
         if self.kind is not IndexKind.FLAT and size >= self.options.retrain_growth * max(self.trained_size, 1):
             return True
         return len(self._deleted) > 0.2 * max(int(self._cpu_index.ntotal), 1)
+
+    @property
+    def lists(self) -> int:
+        """IVF lists (k-means centroids) of the current index; 0 for the other kinds."""
+        return int(self._cpu_index.nlist) if isinstance(self._cpu_index, faiss.IndexIVF) else 0
 
     def __len__(self) -> int:
         """Live vectors (masked HNSW deletions left out)."""

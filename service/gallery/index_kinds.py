@@ -3,8 +3,9 @@
 - ``flat``: IndexIDMap2 over IndexFlatL2, exact.
 - ``ivf``: IndexIVFScalarQuantizer (8-bit or fp16 storage, or IndexIVFFlat), trained by k-means on the
   gallery's own vectors. Below ``min_train_size`` vectors there is too little to train on, so the index
-  stays flat (exact); past it, it is trained with nlist ~ sqrt(n), and retrained (rebuilt from SQLite)
-  each time the gallery has grown ``retrain_growth`` times since, so the lists stay balanced.
+  stays flat (exact); past it, it is trained with nlist ~ 4 sqrt(n) (`ivf_list_count`), and retrained
+  (rebuilt from SQLite, with more lists) each time the gallery has grown ``retrain_growth`` times since,
+  so the lists stay balanced and short.
 - ``hnsw``: IndexHNSWSQ (8-bit storage, its ranges trained on the gallery) under IndexIDMap2, flat below
   ``min_train_size`` too. HNSW cannot remove vectors: deleted ids are masked by the selector of every
   search, and the graph is rebuilt once a fifth of it is deleted.
@@ -63,6 +64,10 @@ class IndexOptions:
     ivf_storage: str = "sq8"
     #: IVF lists visited per query.
     ivf_nprobe: int = 256
+    #: IVF lists (k-means centroids); 0: `ivf_list_count` of the size trained on.
+    ivf_lists: int = 0
+    #: Approximate kinds: fewest candidates asked of the index, re-ordered by exact distance (see `candidates`).
+    refine_candidates: int = 30
     #: Fewest vectors an IVF (k-means) or HNSW (8-bit ranges) is trained on; below, the index stays flat.
     min_train_size: int = 20_000
     #: Retrain (rebuild from SQLite) once the gallery is this many times the size trained on.
@@ -72,6 +77,15 @@ class IndexOptions:
     hnsw_ef_construction: int = 64
     #: OpenMP threads of one search call.
     threads: int = 1
+
+    def lists(self, size: int) -> int:
+        """IVF lists of an index trained on ``size`` vectors."""
+        return self.ivf_lists if self.ivf_lists > 0 else ivf_list_count(size)
+
+    def candidates(self, top_k: int) -> int:
+        """Candidates an approximate index is asked for to answer ``top_k``: they are re-ordered by their exact
+        distances (from the stored float32 embeddings) and the best top_k kept."""
+        return max(self.refine_candidates, 2 * top_k)
 
     def resolved_kind(self, size: int) -> IndexKind:
         """The kind an index over ``size`` vectors is built as."""
@@ -83,10 +97,12 @@ class IndexOptions:
 
 
 def ivf_list_count(size: int) -> int:
-    """nlist ~ sqrt(n) as a power of two (1024 at a million), with at least 39 training vectors per list
-    (FAISS' minimum). sqrt(n) rather than the 4-16 sqrt(n) FAISS suggests: k-means over 2048-d vectors
-    on two cores must train in a minute, and nprobe makes up the recall (bench/bench_gallery.md)."""
-    count = 2 ** max(4, round(math.log2(math.sqrt(max(size, 1)))))
+    """nlist ~ 4 sqrt(n) as a power of two (4096 at a million, 1024 at 65,536), with at least 39 training
+    vectors per list (FAISS' minimum): the low end of the 4-16 sqrt(n) FAISS suggests. More lists make
+    each visited list shorter, so the same recall costs fewer scanned vectors (bench/bench_gallery.md: at
+    1M x 512, 1024 lists needed a quarter of the gallery scanned for recall@10 0.989); the price is the
+    k-means training and assignment, which grow with nlist (minutes at 1M on two cores, once per 4x growth)."""
+    count = 2 ** max(4, round(math.log2(4 * math.sqrt(max(size, 1)))))
     while count > 16 and count * 39 > size:
         count //= 2
     return count
@@ -98,7 +114,7 @@ def new_index(kind: IndexKind, dim: int, size: int, options: IndexOptions) -> fa
         return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
     if kind is IndexKind.IVF:
         quantizer = faiss.IndexFlatL2(dim)
-        lists = ivf_list_count(size)
+        lists = options.lists(size)
         storage = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}.get(options.ivf_storage)
         if storage is None:
             index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_L2)

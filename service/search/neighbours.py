@@ -11,6 +11,10 @@ computed on first use and dropped exactly when it may have changed:
 Distances are `models.rerank.squared_distances_to` of the stored float32 embeddings, candidates come from
 the gallery's own search, so a list equals `models.rerank.gallery_neighbour_lists` (the offline path) on
 an exact index. At most ``capacity`` lists are kept (least recently used dropped first).
+
+The cache also remembers up to ``capacity`` embeddings of tracklets that appeared in lists (the neighbours
+a shortlist brings in), so a warm re-ranked query reads no embedding from the gallery; one is forgotten
+when its tracklet is deleted or replaced, and one read across a gallery change is not remembered.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class NeighbourCache:
         self._radii = np.full(capacity, -np.inf)
         self._free = list(range(capacity - 1, -1, -1))
         self._owners: list[str | None] = [None] * capacity
+        # Embeddings of other tracklets (neighbours), least recently used first.
+        self._remembered: OrderedDict[str, np.ndarray] = OrderedDict()
         # Bumped by every gallery change: a list computed across a change is returned but not kept.
         self._generation = 0
         self.hits = self.misses = 0
@@ -93,7 +99,24 @@ class NeighbourCache:
                     if self._generation == generation:
                         self._store(owner, vectors[owner], neighbours, radius)
                     found[owner] = neighbours
+            self.remember({identifier: embedding for hits in results for identifier, embedding in hits}, generation)
         return found
+
+    @property
+    def generation(self) -> int:
+        """The change counter: read it before reading embeddings from the gallery, pass it to `remember`."""
+        return self._generation
+
+    def remember(self, embeddings: dict[str, np.ndarray], generation: int) -> None:
+        """Keeps these stored embeddings, unless the gallery changed since ``generation`` was read."""
+        with self._lock:
+            if self._generation != generation:
+                return
+            for identifier, embedding in embeddings.items():
+                self._remembered[identifier] = np.asarray(embedding, dtype=np.float32)
+                self._remembered.move_to_end(identifier)
+            while len(self._remembered) > self.capacity:
+                self._remembered.popitem(last=False)
 
     def _exact_list(self, owner: str, vector: np.ndarray, hits: list[tuple[str, np.ndarray]]
                     ) -> tuple[list[str], float]:
@@ -133,10 +156,17 @@ class NeighbourCache:
                     del self._listed_by[neighbour]
 
     def vectors_of(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The embeddings the cache holds (those of the owners of cached lists) among ``tracklet_ids``."""
+        """The embeddings the cache holds (owners of cached lists, remembered neighbours) among ``tracklet_ids``."""
         with self._lock:
-            return {identifier: self._vectors[entry.slot].copy() for identifier in tracklet_ids
-                    if (entry := self._entries.get(identifier)) is not None}
+            found = {}
+            for identifier in tracklet_ids:
+                entry = self._entries.get(identifier)
+                if entry is not None:
+                    found[identifier] = self._vectors[entry.slot].copy()
+                elif (embedding := self._remembered.get(identifier)) is not None:
+                    self._remembered.move_to_end(identifier)
+                    found[identifier] = embedding
+            return found
 
     # -- gallery changes -----------------------------------------------------------------------------------
     def added(self, vectors: np.ndarray) -> None:
@@ -160,11 +190,13 @@ class NeighbourCache:
         with self._lock:
             self._generation += 1
             self._drop(tracklet_id)
+            self._remembered.pop(tracklet_id, None)
             for owner in list(self._listed_by.get(tracklet_id, ())):
                 self._drop(owner)
 
     def clear(self) -> None:
         with self._lock:
             self._generation += 1
+            self._remembered.clear()
             for owner in list(self._entries):
                 self._drop(owner)

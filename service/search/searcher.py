@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from models.rerank import RerankParameters, build_shortlist, ranked_by_distance, rerank_distances, squared_distances_to
 from service.gallery.base import Gallery, Match, TrackletFilter, TrackletRecord, is_empty_filter
@@ -27,6 +28,18 @@ from service.search.neighbours import NeighbourCache
 
 #: A search for group_by widens by this factor until it has top_k persons.
 _WIDEN = 4
+
+
+def single_threaded_blas() -> None:
+    """Runs numpy's BLAS on one thread, process-wide (the service calls it at start-up; so does the bench).
+
+    The service's numpy products are small: re-ranking's distances among ~100 shortlisted tracklets (a
+    107 x 2048 product, 1 ms on one thread). With OpenBLAS' default of one thread per core, on two cores
+    shared with other work, that product took 29 ms at p50 and 229 ms at p90 (measured: its threads
+    spin-wait for each other while descheduled, as FAISS' OpenMP threads did: service/gallery/index_kinds.py).
+    FAISS' own BLAS is the OpenMP build, already held to one thread per search by `VectorIndex`.
+    """
+    threadpool_limits(1, user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -122,18 +135,22 @@ class Searcher:
                 for matches in results]
 
     def _embeddings(self, tracklet_ids: list[str]) -> dict[str, np.ndarray]:
-        """Stored embeddings: those the neighbour cache holds, the rest read from the gallery (in bulk if it can)."""
+        """Stored embeddings: those the neighbour cache holds, the rest read from the gallery (in bulk if it can)
+        and remembered by the cache."""
         wanted = list(dict.fromkeys(tracklet_ids))
+        generation = self.neighbours.generation
         found = self.neighbours.vectors_of(wanted)
         missing = [tracklet_id for tracklet_id in wanted if tracklet_id not in found]
+        if not missing:
+            return found
         bulk = getattr(self.gallery, "get_embeddings", None)
         if bulk is not None:
-            found.update(bulk(missing) if missing else {})
-            return found
-        for tracklet_id in missing:
-            embedding = self.gallery.get_embedding(tracklet_id)
-            if embedding is not None:
-                found[tracklet_id] = embedding
+            read = bulk(missing)
+        else:
+            read = {tracklet_id: embedding for tracklet_id in missing
+                    if (embedding := self.gallery.get_embedding(tracklet_id)) is not None}
+        self.neighbours.remember(read, generation)
+        found.update(read)
         return found
 
     def _reranked(

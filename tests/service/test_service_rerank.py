@@ -88,8 +88,21 @@ def test_online_rerank_equals_offline_and_stays_equal_as_the_gallery_changes(sea
     plain = [[hit.record.id for hit in searcher.search(query, 10)] for query in queries]
     assert plain != [[hit.record.id for hit in searcher.search(query, 10, rerank=True)] for query in queries]
     misses = searcher.neighbours.misses
+    reads = []
+    real_read = gallery.get_embeddings
+    gallery.get_embeddings = lambda wanted: reads.append(list(wanted)) or real_read(wanted)
     check()
+    del gallery.get_embeddings
     assert searcher.neighbours.misses == misses  # warm: every list came from the cache
+    assert reads == []  # and every embedding (the shortlist's neighbours too) from its memory
+
+    # Replace a remembered neighbour's embedding: the cache forgets the old one.
+    shortlisted = [hit.record.id for hit in searcher.search(queries[0], 10, rerank=True)]
+    remembered = [identifier for identifier in shortlisted if searcher.neighbours.vectors_of([identifier])]
+    moved = (queries[0] + 0.02).astype(np.float32)
+    gallery.add(gallery.get(remembered[-1]), moved, replace=True)
+    current[remembered[-1]] = moved
+    check()
 
     # Enroll near the queries and delete some of their neighbours: the cached lists that changed are dropped.
     near = (queries[:3] + 0.01).astype(np.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import numpy as np
@@ -135,6 +136,28 @@ def test_deleted_tracklets_leave_every_kind_of_search(gallery):
         store.add(records[42], vectors[42])
 
 
+def test_ivf_retrained_as_it_grows_gets_more_lists_and_keeps_every_vector(tmp_path):
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(2600, 8)).astype(np.float32)
+    records = [TrackletRecord(id=f"g{index}", camera_id=f"c{index % 3}") for index in range(len(vectors))]
+    options = IndexOptions(kind=IndexKind.IVF, min_train_size=1000, ivf_storage="flat", retrain_growth=2.0)
+    store = SqliteGallery(tmp_path / "g", 8, VERSION, index_options=options)
+    try:
+        store.add_many(records[:1000], vectors[:1000])
+        assert (store.index.trained_size, store.index.lists) == (1000, ivf_list_count(1000)) == (1000, 16)
+        for start in range(1000, 2600, 400):  # grows past 2x: retrained from SQLite with nlist ~ 4 sqrt(n)
+            store.add_many(records[start : start + 400], vectors[start : start + 400])
+        assert store.index.trained_size == 2200 and store.index.lists == ivf_list_count(2200) == 32
+        assert len(store.index) == 2600
+        # Every vector is in the retrained index under its row id: an exhaustive search finds each one itself.
+        store.index.options = dataclasses.replace(options, ivf_nprobe=store.index.lists)
+        for row in (0, 1500, 2599):
+            (found,) = store.search(vectors[row][None], 1, TrackletFilter(cameras=[f"c{row % 3}"]))
+            assert found[0].record.id == f"g{row}" and found[0].distance == pytest.approx(0.0, abs=1e-4)
+    finally:
+        store.close()
+
+
 def test_empty_and_unmatched_filters(gallery):
     _, store, _, vectors = gallery
     assert store.search(vectors[:2], 5, TrackletFilter(person_id="nobody")) == [[], []]
@@ -151,8 +174,10 @@ def test_ivf_is_flat_until_it_has_enough_vectors_then_retrained_as_it_grows(tmp_
         assert store.index.kind is IndexKind.FLAT
         store.add_many(records[900:1000], vectors[900:1000])
         assert store.index.kind is IndexKind.IVF and store.index.trained_size == 1000
+        assert store.index.lists == ivf_list_count(1000)
         store.add_many(records[1000:], vectors[1000:])
         assert store.index.trained_size == SIZE  # grown 1.1 times: retrained from SQLite
+        assert store.index.lists == ivf_list_count(SIZE)
     finally:
         store.close()
     # A restart loads the IVF snapshot (same kind, same ids) instead of retraining.
