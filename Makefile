@@ -23,17 +23,22 @@ smoke: $(STAMP)
 	$(PY) -m training.smoke
 
 ## The whole test suite (what CI runs). The web page's browser tests (tests/service/test_ui_browser.py) drive
-## Debian's chromium: as root (CI) it is installed here and the tests are required; otherwise they run only
-## when $(CHROMIUM) is already installed, and are skipped saying why.
+## Debian's chromium, and the footage queue's tests (REID_JOB_QUEUE=redis) start Debian's redis-server: as root
+## (CI) both are installed here and their tests are required; otherwise they run only when already installed,
+## and are skipped saying why.
 CHROMIUM ?= /usr/bin/chromium
+REDIS_SERVER ?= /usr/bin/redis-server
 test: $(STAMP)
 	$(PY) -m ruff check .
 	@if [ "$$(id -u)" = 0 ]; then \
-		test -x $(CHROMIUM) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium); \
-		echo "+ REID_BROWSER_TESTS=required $(PY) -m pytest -q"; \
-		REID_BROWSER_TESTS=required $(PY) -m pytest -q; \
+		if ! test -x $(CHROMIUM) || ! test -x $(REDIS_SERVER); then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server; \
+		fi; \
+		echo "+ REID_BROWSER_TESTS=required REID_REDIS_TESTS=required $(PY) -m pytest -q"; \
+		REID_BROWSER_TESTS=required REID_REDIS_TESTS=required $(PY) -m pytest -q; \
 	else \
 		test -x $(CHROMIUM) || echo "not root, so chromium cannot be installed: the browser tests will be skipped (as root: apt-get install -y chromium)"; \
+		test -x $(REDIS_SERVER) || echo "not root, so redis-server cannot be installed: the footage queue tests will be skipped (as root: apt-get install -y redis-server)"; \
 		echo "+ $(PY) -m pytest -q"; \
 		$(PY) -m pytest -q; \
 	fi

@@ -155,12 +155,29 @@ class Settings(BaseSettings):
     footage_workers: int = Field(
         1, ge=1,
         description="Footage jobs (POST /footage) that run at once, each on its own thread at a lower CPU "
-        "priority than requests.",
+        "priority than requests (REID_JOB_QUEUE=local; with redis each `python -m service.worker` runs one).",
     )
     footage_queue_size: int = Field(
         8, ge=0,
-        description="Footage jobs that may wait for a worker; beyond it POST /footage is 503 with Retry-After, "
-        "before the upload is read.",
+        description="Footage jobs that may wait for a worker (with REID_JOB_QUEUE=redis: across all replicas); "
+        "beyond it POST /footage is 503 with Retry-After, before the upload is read.",
+    )
+    job_queue: Literal["local", "redis"] = Field(
+        "local",
+        description="Where footage jobs wait and run: local (threads of this process, the job table in SQLite in "
+        "REID_DATA_DIR; no Redis), or redis (RQ on REID_REDIS_URL: any API replica accepts, lists and cancels "
+        "jobs, `python -m service.worker` processes run them; needs a shared gallery, REID_GALLERY_BACKEND=milvus "
+        "on a Milvus server).",
+    )
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="REID_JOB_QUEUE=redis: the Redis holding the footage queue and the jobs' state "
+        "(redis://[:password@]host:port/db, rediss:// for TLS).",
+    )
+    job_heartbeat_s: float = Field(
+        10.0, gt=0, le=600,
+        description="REID_JOB_QUEUE=redis: how often a worker renews its hold on the job it runs; a job whose "
+        "worker missed 3 renewals (killed, crashed, cut off) is failed with the reason, what it enrolled kept.",
     )
     max_footage_bytes: int = Field(
         4 * 1024 * MiB, ge=1,

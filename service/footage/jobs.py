@@ -251,14 +251,16 @@ class JobStore:
         with self._transaction() as db:
             self._append(db, job_id, "pending", tracklet_id)
 
-    def settle_pending(self, job_id: str, tracklet_id: str, record: dict[str, Any] | None) -> None:
-        """The journalled enroll ended: committed (``record``) or not (None)."""
+    def settle_pending(self, job_id: str, tracklet_id: str, record: dict[str, Any] | None) -> bool:
+        """The journalled enroll ended: committed (``record``) or not (None). True: the job lists the record
+        (always here: one process owns the table; the Redis store may answer False, see there)."""
         with self._transaction() as db:
             (pending,) = db.execute("SELECT pending FROM footage_jobs WHERE id = ?", (job_id,)).fetchone()
             remaining = [identifier for identifier in json.loads(pending) if identifier != tracklet_id]
             db.execute("UPDATE footage_jobs SET pending = ? WHERE id = ?", (json.dumps(remaining), job_id))
             if record is not None:
                 self._add_result(db, job_id, "enrolled", record)
+        return True
 
     def add_query_result(self, job_id: str, result: dict[str, Any]) -> None:
         with self._transaction() as db:

@@ -21,6 +21,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from service.errors import ServiceBusyError
 from service.footage.jobs import Job, JobStatus, JobStore
@@ -155,30 +156,7 @@ class FootageJobRunner:
             return
         self._running[job_id] = control
         try:
-            if not self.store.start(job_id):  # cancelled while queued
-                return
-            job = self.store.get(job_id)
-            log.info("footage job %s started (%s, camera %s)", job_id, job.mode.value, job.camera_id)
-            status, error = JobStatus.done, None
-            try:
-                self.body(job, control)
-            except JobStopped:
-                if control.cancel_requested.is_set():
-                    status = JobStatus.cancelled
-                else:
-                    status, error = (
-                        JobStatus.failed,
-                        (
-                            "The service was shut down while this job was running; what it had enrolled is kept "
-                            "and listed. Upload the footage again to process the rest."
-                        ),
-                    )
-            except Exception as failure:
-                status = JobStatus.failed
-                error = getattr(failure, "message", None) or f"{type(failure).__name__}: {failure}"
-                log.warning("footage job %s failed: %s", job_id, error, exc_info=not hasattr(failure, "message"))
-            self.store.finish(job_id, status, error)
-            log.info("footage job %s %s", job_id, status.value)
+            run_job(self.store, self.body, job_id, control, SHUTDOWN_REASON)
         finally:
             # Clean up (the spooled video) before the job leaves the running set, so whoever waits for it
             # (DELETE /jobs/{id}) sees the job wholly finished.
@@ -189,3 +167,35 @@ class FootageJobRunner:
             with self._finished:
                 self._running.pop(job_id, None)
                 self._finished.notify_all()
+
+
+SHUTDOWN_REASON = (
+    "The service was shut down while this job was running; what it had enrolled is kept and listed. Upload the "
+    "footage again to process the rest."
+)
+
+
+def run_job(store: Any, body: JobBody, job_id: str, control: JobControl, shutdown_reason: str) -> JobStatus | None:
+    """Runs one queued job to its final status (None when it was no longer queued: cancelled meanwhile).
+    Shared by the in-process pool and the Redis queue's workers (`service.footage.queue`), so a job ends the
+    same way whoever runs it: done; cancelled (a cancel was asked for); failed with ``shutdown_reason`` when the
+    runner is stopping; failed with the error's message otherwise."""
+    if not store.start(job_id):  # cancelled while queued
+        return None
+    job = store.get(job_id)
+    log.info("footage job %s started (%s, camera %s)", job_id, job.mode.value, job.camera_id)
+    status, error = JobStatus.done, None
+    try:
+        body(job, control)
+    except JobStopped as stopped:
+        if control.cancel_requested.is_set():
+            status = JobStatus.cancelled
+        else:
+            status, error = JobStatus.failed, str(stopped) or shutdown_reason
+    except Exception as failure:
+        status = JobStatus.failed
+        error = getattr(failure, "message", None) or f"{type(failure).__name__}: {failure}"
+        log.warning("footage job %s failed: %s", job_id, error, exc_info=not hasattr(failure, "message"))
+    store.finish(job_id, status, error)
+    log.info("footage job %s %s", job_id, status.value)
+    return status

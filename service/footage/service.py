@@ -4,6 +4,7 @@ pool, opened by the lifespan beside the gallery and closed before it."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from service.decoding.video import video_container
-from service.errors import ServiceError
+from service.errors import ServiceError, StartupError
 from service.footage.jobs import JobStatus, JobStore
 from service.footage.reader import probe_footage
 from service.footage.runner import FootageJobRunner
@@ -24,12 +25,17 @@ log = logging.getLogger(__name__)
 
 class FootageService:
     """Args:
-    settings: the service settings (data_dir, footage_* limits).
+    settings: the service settings (data_dir, footage_* limits, job_queue).
     card: the model card (input size and T for the crops).
     batcher: the shared embedding batcher.
     enroll: stores one footage tracklet through the enroll path; returns its record as a dict.
     search: (embedding, top_k) -> matches as dicts.
     enrolled_record: tracklet id -> its record as a dict, or None (recovery asks the gallery).
+    withdraw: deletes one tracklet and its media (REID_JOB_QUEUE=redis: see `FootageJobBody`).
+
+    REID_JOB_QUEUE=local: the job table is SQLite in the data directory and `runner` runs the jobs on threads of
+    this process. redis: the table is in Redis, `runner` enqueues the jobs for `python -m service.worker`
+    processes (`service.footage.queue`), and `body` is what such a worker runs.
     """
 
     def __init__(
@@ -41,10 +47,28 @@ class FootageService:
         search: Callable[[np.ndarray, int], list[dict[str, Any]]],
         enrolled_record: Callable[[str], dict[str, Any] | None],
         providers: list[str] | None = None,
+        withdraw: Callable[[str], None] | None = None,
     ):
         self.settings = settings
         self.folders = FootageFolders(settings.data_dir)
-        self.store = JobStore(settings.data_dir)
+        #: Where uploads wait for their job (`put` on upload, `fetch` in the worker, `remove` at the end).
+        self.spool = self.folders
+        if settings.job_queue == "redis":
+            self._open_redis(enrolled_record)
+        else:
+            self._open_local(enrolled_record)
+        self.body = FootageJobBody(
+            self.store, self.folders, settings, card, batcher, enroll, search, providers, withdraw
+        )
+        if settings.job_queue != "redis":
+            self.runner = FootageJobRunner(
+                self.store, self.body, settings.footage_workers, settings.footage_queue_size,
+                on_finished=self.spool.remove,
+            )  # fmt: skip
+        self.runner.start()
+
+    def _open_local(self, enrolled_record: Callable[[str], dict[str, Any] | None]) -> None:
+        self.store = JobStore(self.settings.data_dir)
         interrupted = self.store.recover(enrolled_record)
         if interrupted:
             log.warning(
@@ -54,17 +78,35 @@ class FootageService:
             )
         queued = set(self.store.ids_with_status(JobStatus.queued))
         self.folders.remove_orphan_videos(keep=queued)
-        body = FootageJobBody(self.store, self.folders, settings, card, batcher, enroll, search, providers)
-        self.runner = FootageJobRunner(
-            self.store,
-            body,
-            settings.footage_workers,
-            settings.footage_queue_size,
-            on_finished=self.folders.remove_video,
-        )
-        self.runner.start()
         if queued:
             log.info("%d queued footage jobs resume", len(queued))
+
+    def _open_redis(self, enrolled_record: Callable[[str], dict[str, Any] | None]) -> None:
+        from service.footage.queue import Reaper, RedisJobRunner, footage_queue, redis_client
+        from service.footage.redis_jobs import RedisJobStore
+
+        settings = self.settings
+        if settings.gallery_backend != "milvus" or settings.milvus_uri.endswith(".db"):
+            raise StartupError(
+                "REID_JOB_QUEUE=redis: footage workers enroll from other processes, so the gallery must be one they "
+                "share: REID_GALLERY_BACKEND=milvus with a Milvus server address in REID_MILVUS_URI (not a Milvus "
+                "Lite .db file)"
+            )
+        started = time.time()
+        self.store = RedisJobStore(redis_client(settings.redis_url))
+        try:
+            unfinished = {*self.store.ids_with_status(JobStatus.queued), *self.store.ids_with_status(JobStatus.running)}
+        except ServiceError as error:
+            raise StartupError(f"REID_JOB_QUEUE=redis: {error.message}") from None
+        # Other processes may be receiving uploads into the shared spool: only files older than this process.
+        self.folders.remove_orphan_videos(keep=unfinished, older_than=started)
+        queue = footage_queue(settings.redis_url)
+        reaper = Reaper(self.store, queue, settings.job_heartbeat_s, enrolled_record, self.spool.remove)
+        self.runner = RedisJobRunner(self.store, queue, settings.footage_queue_size, reaper, self.spool.remove)
+
+    def read_tracks(self, job_id: str) -> str | None:
+        """A finished job's tracks as MOTChallenge text (None when it saved none)."""
+        return self.folders.read_tracks(job_id)
 
     def probe(self, path: Path, name: str) -> Any:
         """The container's frame size, rate and count, read before decoding: InvalidMediaError (422) when it
@@ -89,7 +131,7 @@ class FootageService:
 def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, media: Any) -> FootageService:
     """The footage service over the loaded model, batcher, gallery and media store."""
     # Imported here: the pipeline module imports the service state, which holds this footage service.
-    from service.pipeline import store_record
+    from service.pipeline import delete_record, store_record
 
     card = embedder.card
 
@@ -128,4 +170,8 @@ def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, media
         record = gallery.get(tracklet_id)
         return record.model_dump(mode="json") if record is not None else None
 
-    return FootageService(settings, card, batcher, enroll, search, enrolled_record, providers=embedder.providers)
+    def withdraw(tracklet_id: str) -> None:
+        delete_record(gallery, media, tracklet_id)
+
+    return FootageService(settings, card, batcher, enroll, search, enrolled_record, providers=embedder.providers,
+                          withdraw=withdraw)

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 #: How often a running job's progress is written to the job table.
 PROGRESS_INTERVAL_S = 1.0
 TRACKS_FILE = "tracks.txt"
+LOST_REASON = (
+    "The worker running this job lost its hold on it (its heartbeat did not reach Redis in time) and the job was "
+    "failed by another process; what it had enrolled is kept and listed."
+)
 
 
 def iso_time(seconds: float) -> str:
@@ -50,14 +54,39 @@ class FootageFolders:
     def tracks(self, job_id: str) -> Path:
         return self.jobs / job_id / TRACKS_FILE
 
+    def save_tracks(self, job_id: str, text: str) -> None:
+        write_text_atomically(self.tracks(job_id), text)
+
+    def read_tracks(self, job_id: str) -> str | None:
+        """The job's tracks (MOTChallenge text), or None when it saved none."""
+        try:
+            return self.tracks(job_id).read_text()
+        except FileNotFoundError:
+            return None
+
+    # The spool as the job queue sees it: `put` by the replica that accepted the upload, `fetch` by the worker
+    # that runs the job, `remove` once it ended. Every process of a deployment shares the data directory here.
+    def put(self, job_id: str) -> None:
+        """The video is already at `video(job_id)`, which every process sees."""
+
+    def fetch(self, job_id: str) -> Path:
+        return self.video(job_id)
+
+    def remove(self, job_id: str) -> None:
+        self.remove_video(job_id)
+
     def remove_video(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.video(job_id).unlink()
 
-    def remove_orphan_videos(self, keep: set[str]) -> int:
-        """Deletes spooled videos of jobs that are not queued (a crash mid-upload or mid-cleanup)."""
+    def remove_orphan_videos(self, keep: set[str], older_than: float | None = None) -> int:
+        """Deletes spooled videos of jobs that are not in ``keep`` (a crash mid-upload or mid-cleanup); with
+        ``older_than``, only files last written before that time (other processes may be receiving uploads)."""
         removed = 0
         for path in self.spool.iterdir():
+            with contextlib.suppress(OSError):
+                if older_than is not None and path.stat().st_mtime >= older_than:
+                    continue
             if path.name.removesuffix(".video") not in keep:
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -102,7 +131,9 @@ class FairEmbedder:
 class FootageJobBody:
     """Runs one job (a `service.footage.runner.JobBody`). ``enroll(record fields, embedding, thumbnail)``
     stores one tracklet through the service's enroll path and returns its record as a dict;
-    ``search(embedding, top_k)`` returns the matches as dicts."""
+    ``search(embedding, top_k)`` returns the matches as dicts; ``withdraw(tracklet_id)`` deletes a tracklet this
+    job enrolled after its journal entry was settled without it (a shared job store only: the job was declared
+    lost while this worker was still running it, see `service.footage.redis_jobs`)."""
 
     def __init__(
         self,
@@ -114,8 +145,10 @@ class FootageJobBody:
         enroll: Callable[..., dict[str, Any]],
         search: Callable[[np.ndarray, int], list[dict[str, Any]]],
         providers: list[str] | None = None,
+        withdraw: Callable[[str], None] | None = None,
     ):
         self.providers = providers
+        self.withdraw = withdraw
         self.store = store
         self.folders = folders
         self.settings = settings
@@ -124,7 +157,8 @@ class FootageJobBody:
         self.enroll = enroll
         self.search = search
 
-    def __call__(self, job: Job, control: JobControl) -> None:
+    def __call__(self, job: Job, control: JobControl, video: Path | None = None) -> None:
+        """Runs ``job`` over ``video`` (default: its spooled file under the data directory)."""
         from service.footage.pipeline import format_mot, run_footage  # the vision half
 
         progress = JobProgress(frames_total=job.progress.frames_total)
@@ -165,7 +199,12 @@ class FootageJobBody:
                         **provenance,
                     )  # fmt: skip
                 finally:
-                    self.store.settle_pending(job.id, tracklet_id, record)
+                    listed = self.store.settle_pending(job.id, tracklet_id, record)
+                if record is not None and listed is False:
+                    # The job was declared lost meanwhile and its journal settled without this tracklet.
+                    if self.withdraw is not None:
+                        self.withdraw(tracklet_id)
+                    raise JobStopped(LOST_REASON)
             else:
                 matches = self.search(embedding, job.top_k)
                 self.store.add_query_result(job.id, {
@@ -176,11 +215,11 @@ class FootageJobBody:
 
         embed = FairEmbedder(self.batcher, self.settings.queue_size, control.should_stop)
         summary = run_footage(
-            self.folders.video(job.id), on_tracklet=on_tracklet, settings=self.settings, card=self.card,
+            video or self.folders.video(job.id), on_tracklet=on_tracklet, settings=self.settings, card=self.card,
             camera_id=job.camera_id, providers=self.providers, on_progress=on_progress,
             should_stop=control.should_stop,
         )  # fmt: skip
-        write_text_atomically(self.folders.tracks(job.id), format_mot(summary.tracks))
+        self.folders.save_tracks(job.id, format_mot(summary.tracks))
         progress.frames_processed = summary.frames_processed
         progress.frames_total = summary.frames_total or progress.frames_total
         progress.tracks = len(summary.tracks)

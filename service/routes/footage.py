@@ -122,11 +122,16 @@ async def submit_footage(request: Request, state: StateDep, response: Response) 
             created_at=datetime.now(timezone.utc).timestamp(),
             progress=JobProgress(frames_total=info.frame_count or None), **fields,
         )  # fmt: skip
+        await run_in_threadpool(footage.spool.put, job_id)
         await run_in_threadpool(footage.store.create, job)
     except BaseException:
-        footage.folders.remove_video(job_id)
+        footage.spool.remove(job_id)
         raise
-    footage.runner.submit(job_id)
+    try:
+        await run_in_threadpool(footage.runner.submit, job_id)
+    except BaseException:
+        footage.spool.remove(job_id)  # the job was failed with the reason
+        raise
     response.headers["Location"] = f"/jobs/{job_id}"
     return job_out(job)
 
@@ -180,12 +185,11 @@ async def get_job_tracks(
     format: Annotated[Literal["json", "mot"], Query(description="json (default) or mot.")] = "json",  # noqa: A002
 ) -> Any:
     job = await _job_or_404(state, job_id)
-    path = state.footage.folders.tracks(job_id)
     if not job.status.finished:
         raise ConflictError(f"Job '{job_id}' is {job.status.value}; its tracks are written when it ends.")
-    if not path.is_file():
+    text = await run_in_threadpool(state.footage.read_tracks, job_id)
+    if text is None:
         raise NotFoundError(f"Job '{job_id}' ended ({job.status.value}) without tracks: {job.error or 'none saved'}")
-    text = await run_in_threadpool(path.read_text)
     if format == "mot":
         return PlainTextResponse(text)
     tracks: dict[int, list[dict[str, float]]] = {}

@@ -273,6 +273,37 @@ def test_migrate_command_runs(tmp_path, tiny_model):
         server.stop()
 
 
+@pytest.mark.milvus
+@pytest.mark.redis
+def test_worker_command_runs(tmp_path, tiny_model):
+    """The README's worker line against a redis-server and a Milvus Lite server started here: with --burst it
+    loads the model and the gallery, finds the queue empty and exits 0."""
+    sys.path.insert(0, str(ROOT / "tests" / "service"))
+    from milvus_server import MilvusLiteServer
+    from redis_server import RedisServer, redis_server_or_skip
+
+    (line,) = [c for c in COMMANDS if "-m service.worker" in c]
+    words = shlex.split(line)
+    env_words = [w for w in words if re.match(r"^REID_[A-Z_]+=", w)]
+    argv = words[len(env_words):]
+    assert argv[0] == ".venv/bin/python" and argv[1:] == ["-m", "service.worker", "--burst"]
+    redis_server = RedisServer(redis_server_or_skip(), tmp_path / "redis").start()
+    milvus = MilvusLiteServer(tmp_path / "milvus", tmp_path / "milvus.log").start()
+    try:
+        env = {**os.environ, **dict(w.split("=", 1) for w in env_words), "PYTHONPATH": str(ROOT),
+               "REID_MODEL_PATH": str(tiny_model), "REID_DATA_DIR": str(tmp_path / "data"),
+               "REID_DEVICE": "cpu", "REID_MILVUS_URI": milvus.uri}  # fmt: skip
+        assert env["REID_REDIS_URL"] == "redis://localhost:6379/0"
+        env["REID_REDIS_URL"] = redis_server.url
+        result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "worker stopped" in result.stderr
+    finally:
+        milvus.stop()
+        redis_server.stop()
+
+
 def test_footage_examples_run_in_one_shell(readme_service, media):
     """The footage section's lines in order, in one bash (its variables carry over), each curl with -f so an
     error answer fails the script; the CLI runs with this interpreter."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from gallery_backends import GalleryOpener
 from milvus_server import MilvusLiteServer
+from redis_server import RedisServer, redis_server_or_skip
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("milvus", id="milvus", marks=pytest.mark.milvus)]
 
@@ -23,6 +24,25 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLi
     server = MilvusLiteServer(folder / "data", folder / "server.log").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session's footage-queue tests (each test empties it first: `redis_url`)."""
+    executable = redis_server_or_skip()
+    server = RedisServer(executable, tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -56,6 +56,9 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_RERANK_SHORTLIST": "12", "REID_RERANK_CACHE_SIZE": "300",
         "REID_MILVUS_URI": "http://milvus:19530", "REID_MILVUS_TOKEN": "root:Milvus", "REID_MILVUS_COLLECTION": "g2",
         "REID_MILVUS_TIMEOUT_S": "4",
+        "REID_JOB_QUEUE": "redis",
+        "REID_REDIS_URL": "redis://redis:6379/2",
+        "REID_JOB_HEARTBEAT_S": "2.5",
         "REID_FOOTAGE_WORKERS": "2", "REID_FOOTAGE_QUEUE_SIZE": "0",
         "REID_MAX_FOOTAGE_BYTES": "999", "REID_FOOTAGE_BODY_TIMEOUT_S": "60", "REID_STORE_THUMBNAILS": "false",
         "REID_STORE_FRAMES": "false",
@@ -91,6 +94,7 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert settings.store_frames is False
     assert (settings.media_backend, settings.s3_endpoint, settings.s3_bucket) == ("s3", "http://minio:9000", "media-2")
     assert (settings.s3_region, settings.s3_timeout_s) == ("eu-west-1", 3)
+    assert (settings.job_queue, settings.redis_url, settings.job_heartbeat_s) == ("redis", "redis://redis:6379/2", 2.5)
     # Every field is reachable through its REID_ variable (docker-compose relies on these names).
     assert {f"REID_{name.upper()}" for name in Settings.model_fields} - set(values) == {"REID_API_KEY"}
 

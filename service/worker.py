@@ -1,0 +1,46 @@
+"""``python -m service.worker [--name NAME] [--burst]``: runs footage jobs from the Redis queue
+(REID_JOB_QUEUE=redis; see `service.footage.queue`).
+
+It reads the same REID_* settings as the API and loads what a job needs the same way (the model, the shared
+Milvus gallery, the media store), then takes one job at a time: start as many worker processes as the
+machine has cores to spare (`docker compose --profile scale up --scale worker=N`). API replicas never run
+jobs under REID_JOB_QUEUE=redis; at least one worker must run, or jobs stay queued.
+
+SIGTERM (or Ctrl-C) stops the running job at its next frame (it ends failed, what it enrolled kept and
+listed) and exits 0. A worker killed outright (SIGKILL) is noticed by the others and the API replicas within
+about four REID_JOB_HEARTBEAT_S, and its job is failed with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from service.app import configure_logging, load_or_exit, settings_or_exit
+from service.footage.queue import work
+
+log = logging.getLogger("service.worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.worker",
+                                     description="Run footage jobs from the Redis queue (REID_JOB_QUEUE=redis).")
+    parser.add_argument("--name", default=None, help="worker name shown by RQ (default: a random one)")
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    args = parser.parse_args(argv)
+    settings = settings_or_exit()
+    configure_logging(settings.log_level)
+    if settings.job_queue != "redis":
+        parser.exit(2, "reid worker cannot start: set REID_JOB_QUEUE=redis (with local, the API runs footage jobs "
+                       "itself)\n")
+    state = load_or_exit(settings)
+    try:
+        work(state.footage, settings.job_heartbeat_s, name=args.name, burst=args.burst)
+    finally:
+        state.close()
+    log.info("worker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""The footage job state in Redis (REID_JOB_QUEUE=redis) on its own, on a real redis-server: the same life of a
+job as the SQLite table, the enroll journal across processes, and reaping a job whose worker died."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.errors import StorageUnavailableError
+from service.footage.jobs import Job, JobMode, JobProgress, JobStatus
+from service.footage.queue import redis_client
+from service.footage.redis_jobs import RedisJobStore
+from service.footage.runner import JobStopped
+
+pytestmark = pytest.mark.redis
+
+
+def new_job(store: RedisJobStore, job_id: str, mode: JobMode = JobMode.enroll) -> None:
+    store.create(Job(id=job_id, status=JobStatus.queued, mode=mode, camera_id="cam", video_name="v.mp4",
+                     video_bytes=10, created_at=time.time(), progress=JobProgress(frames_total=90)))  # fmt: skip
+
+
+def test_life_of_a_job_and_its_results(redis_url):
+    store = RedisJobStore(redis_client(redis_url))
+    new_job(store, "a")
+    new_job(store, "b", JobMode.query)
+    assert store.count_unfinished() == 2 and store.ids_with_status(JobStatus.queued) == ["a", "b"]
+    assert store.start("a") and not store.start("a")  # only a queued job starts
+    assert store.count(JobStatus.queued) == 1 and store.ids_with_status(JobStatus.running) == ["a"]
+    store.mark_pending("a", "t1")
+    assert store.get("a").pending == ["t1"]
+    assert store.settle_pending("a", "t1", {"id": "t1"}) is True
+    store.mark_pending("a", "t2")
+    assert store.settle_pending("a", "t2", None) is False  # the enroll failed: not listed
+    store.update_progress("a", JobProgress(frames_processed=7, tracks=2, tracklets=2, fps=3.5))
+    store.add_warning("a", "truncated")
+    store.add_query_result("b", {"track_id": 1, "matches": []})
+    assert not store.cancel_requested("a")
+    store.finish("a", JobStatus.done)
+    store.finish("a", JobStatus.failed, "too late")  # a finished job keeps its status
+    job = store.get("a")
+    assert job.status is JobStatus.done and job.error is None and job.pending == [] and job.warnings == ["truncated"]
+    assert job.enrolled == [{"id": "t1"}] and job.queries == []
+    # frames_total kept from the upload's probe when a progress update does not know it
+    assert (job.progress.frames_processed, job.progress.frames_total, job.progress.fps) == (7, 90, 3.5)
+    assert job.started_at >= job.created_at and job.finished_at >= job.started_at
+    assert store.get("b").queries == [{"track_id": 1, "matches": []}]
+    assert store.cancel_if_queued("b") and store.get("b").status is JobStatus.cancelled
+    assert not store.cancel_if_queued("b") and not store.request_cancel("b")
+    jobs, total = store.list(None, 0, 10)
+    assert total == 2 and [job.id for job in jobs] == ["b", "a"]  # newest first
+    assert store.list(JobStatus.done, 0, 10)[1] == 1 and store.list(None, 5, 10) == ([], 2)
+    assert store.get("missing") is None and store.count_unfinished() == 0
+    # A second client (another replica) sees the same.
+    assert RedisJobStore(redis_client(redis_url)).get("a") == job
+
+
+def test_a_cancel_reaches_whoever_polls_the_job(redis_url):
+    store, other = RedisJobStore(redis_client(redis_url)), RedisJobStore(redis_client(redis_url))
+    new_job(store, "c")
+    store.start("c")
+    assert other.request_cancel("c") and store.cancel_requested("c")
+
+
+def test_reaping_settles_the_journal_with_the_gallery_and_fails_the_job(redis_url):
+    store = RedisJobStore(redis_client(redis_url))
+    new_job(store, "r")
+    store.start("r")
+    store.mark_pending("r", "r-1")
+    store.settle_pending("r", "r-1", {"id": "r-1"})
+    store.mark_pending("r", "r-2")  # committed in the gallery, then the worker died
+    store.mark_pending("r", "r-3")  # never reached the gallery
+    store.update_progress("r", JobProgress(frames_processed=40))
+    in_gallery = {"r-1", "r-2"}
+    reaper = RedisJobStore(redis_client(redis_url))  # another process
+    assert reaper.reap("r", "The worker died", lambda tid: {"id": tid} if tid in in_gallery else None)
+    assert not reaper.reap("r", "again", lambda tid: None)  # once only
+    job = store.get("r")
+    assert job.status is JobStatus.failed and job.pending == []
+    assert job.error == ("The worker died after 40 frames; the 2 tracklets it had enrolled are kept and listed. "
+                         "Upload the footage again to process the rest.")  # fmt: skip
+    assert [record["id"] for record in job.enrolled] == ["r-1", "r-2"]
+    # The worker was only cut off: it can journal nothing more, and what it settles late is listed only if
+    # the reaper found it committed (r-2); otherwise (r-3) it must withdraw the tracklet.
+    with pytest.raises(JobStopped):
+        store.mark_pending("r", "r-4")
+    assert store.settle_pending("r", "r-2", {"id": "r-2"}) is True
+    assert store.settle_pending("r", "r-3", {"id": "r-3"}) is False
+    assert [record["id"] for record in store.get("r").enrolled] == ["r-1", "r-2"]
+
+
+def test_redis_away_is_storage_unavailable(redis_server, tmp_path):
+    from redis_server import RedisServer
+
+    server = RedisServer(redis_server.executable, tmp_path / "gone").start()
+    store = RedisJobStore(redis_client(server.url))
+    new_job(store, "x")
+    server.stop()
+    with pytest.raises(StorageUnavailableError, match="Redis"):
+        store.get("x")
+    with pytest.raises(StorageUnavailableError):
+        new_job(store, "y")
