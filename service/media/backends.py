@@ -13,12 +13,14 @@ Every failure of the storage itself is a `StorageFullError` (507, a full local d
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 TEMPORARY_SUFFIX = ".tmp"
 #: Objects deleted per S3 DeleteObjects call (the API's maximum).
 S3_DELETE_BATCH = 1000
+#: Requests one replica sends at once for one tracklet's media (T + 1 objects: 9 for T=8), all enrolls
+#: together sharing the threads.
+S3_CONCURRENCY = 16
 
 
 class MediaBackend(Protocol):
@@ -48,6 +53,12 @@ class MediaBackend(Protocol):
 
     def delete_prefix(self, prefix: str) -> None:
         """Removes every key that starts with ``prefix`` (which ends with ``/``)."""
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """`put` of each (key, data), concurrently where that helps; when it raises, some may be stored."""
+
+    def delete_prefixes(self, prefixes: list[str]) -> None:
+        """`delete_prefix` of each, concurrently where that helps."""
 
     def list(self, prefix: str) -> Iterator[tuple[str, float]]:
         """(key, modification time in epoch seconds) of every key under ``prefix`` (ending with ``/``)."""
@@ -109,6 +120,14 @@ class LocalMediaBackend:
 
     def describe(self) -> str:
         return f"the directory {self.root}"
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        for key, data in items:
+            self.put(key, data)
+
+    def delete_prefixes(self, prefixes: list[str]) -> None:
+        for prefix in prefixes:
+            self.delete_prefix(prefix)
 
     def put(self, key: str, data: bytes) -> None:
         path = self.path(key)
@@ -190,6 +209,7 @@ class S3MediaBackend:
         self.bucket = bucket
         config = Config(
             region_name=region, connect_timeout=timeout_s, read_timeout=timeout_s,
+            max_pool_connections=S3_CONCURRENCY * 2,
             # Two attempts: a replica answers 503 within a few timeouts rather than retrying for minutes.
             retries={"max_attempts": 2, "mode": "standard"},
             # MinIO and most S3-compatible servers address buckets by path, not by host name.
@@ -199,9 +219,29 @@ class S3MediaBackend:
         from boto3.s3.transfer import TransferConfig
 
         self.transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
+        # boto3 clients are thread-safe; botocore's pool keeps 10 connections per host by default.
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=S3_CONCURRENCY, thread_name_prefix="s3")
 
     def describe(self) -> str:
         return f"the bucket {self.bucket} at {self.endpoint}"
+
+    def _concurrently(self, calls: list[Callable[[], None]]) -> None:
+        """Runs the calls on the backend's threads (each is one HTTP round trip: an enroll's T + 1 PUTs then
+        cost about one round trip, not T + 1); waits for all, then raises the first failure."""
+        if len(calls) <= 1:
+            for call in calls:
+                call()
+            return
+        futures = [self.executor.submit(call) for call in calls]
+        concurrent.futures.wait(futures)
+        for future in futures:
+            future.result()
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        self._concurrently([functools.partial(self.put, key, data) for key, data in items])
+
+    def delete_prefixes(self, prefixes: list[str]) -> None:
+        self._concurrently([functools.partial(self.delete_prefix, prefix) for prefix in prefixes])
 
     def ensure_bucket(self) -> None:
         """Creates the bucket when it does not exist; StartupError when the server cannot be used."""

@@ -100,10 +100,7 @@ class MediaStore:
     # -- thumbnails ------------------------------------------------------------------------------------------
     def write(self, tracklet_id: str, image_rgb: np.ndarray) -> bool:
         """Stores the thumbnail durably; False (nothing written) when thumbnails are off."""
-        if not self.enabled:
-            return False
-        self.backend.put(self.thumbnail_key(tracklet_id), encode_thumbnail(image_rgb))
-        return True
+        return self.write_media(tracklet_id, image_rgb, None)[0]
 
     def read(self, tracklet_id: str) -> bytes | None:
         return self.backend.get(self.thumbnail_key(tracklet_id))
@@ -112,28 +109,43 @@ class MediaStore:
     def write_frames(self, tracklet_id: str, frames_rgb: np.ndarray) -> int:
         """Stores the (T, H, W, 3) RGB frames as JPEGs, replacing any earlier ones (and their overlays);
         the number stored (0 when frames are off)."""
-        if not self.store_frames:
-            return 0
-        encoded = []
-        for frame in np.asarray(frames_rgb):
-            ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                                      [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])  # fmt: skip
-            if not ok:
-                raise ValueError("a frame could not be encoded as JPEG")
-            encoded.append(buffer.tobytes())
-        prefix = self.frames_prefix(tracklet_id)
+        return self.write_media(tracklet_id, None, frames_rgb)[1]
+
+    def write_media(self, tracklet_id: str, thumbnail_rgb: np.ndarray | None,
+                    frames_rgb: np.ndarray | None) -> tuple[bool, int]:
+        """Stores a tracklet's thumbnail and frames (either may be None; each only when kept), the frames
+        replacing any earlier ones and their overlays; (thumbnail stored, frames stored). On failure (507 /
+        503, the storage, not the request) the frames of this call are removed where they can be; what cannot
+        (the store went away) no record claims, and the start-up sweep removes it."""
+        items: list[tuple[str, bytes]] = []
+        frames_count = 0
+        if frames_rgb is not None and self.store_frames:
+            prefix = self.frames_prefix(tracklet_id)
+            for index, frame in enumerate(np.asarray(frames_rgb)):
+                ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                                          [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])  # fmt: skip
+                if not ok:
+                    raise ValueError("a frame could not be encoded as JPEG")
+                items.append((f"{prefix}{index}.jpg", buffer.tobytes()))
+            frames_count = len(items)
+        thumbnail = thumbnail_rgb is not None and self.enabled
+        if thumbnail:
+            items.append((self.thumbnail_key(tracklet_id), encode_thumbnail(thumbnail_rgb)))
+        if not items:
+            return False, 0
         try:
-            self.backend.delete_prefix(self.attention_prefix(tracklet_id))
-            self.backend.delete_prefix(prefix)
-            for index, data in enumerate(encoded):
-                self.backend.put(f"{prefix}{index}.jpg", data)
+            if frames_count:
+                self.backend.delete_prefixes([self.attention_prefix(tracklet_id), self.frames_prefix(tracklet_id)])
+            self.backend.put_many(items)
         except BaseException:
-            # The storage, not the request (507 / 503): nothing of these frames left behind where it can be
-            # removed; what cannot (the store went away) no record claims, and the start-up sweep removes it.
-            with contextlib.suppress(Exception):
-                self.backend.delete_prefix(prefix)
+            # The frames' folder was emptied first, so what is there is this call's. The thumbnail is not
+            # removed here: a replace's old one may still be there for the old record (`add_with_media`
+            # removes a new one when no record claims it).
+            if frames_count:
+                with contextlib.suppress(Exception):
+                    self.backend.delete_prefix(self.frames_prefix(tracklet_id))
             raise
-        return len(encoded)
+        return thumbnail, frames_count
 
     def frame_count(self, tracklet_id: str) -> int:
         prefix = self.frames_prefix(tracklet_id)
@@ -243,9 +255,7 @@ def add_with_media(gallery: Any, media: MediaStore, record: Any, embedding: np.n
     has_thumbnail set) in one gallery transaction. Returns the stored record. When anything fails and no
     record of that id exists, every piece of media written for it is removed."""
     try:
-        if frames_rgb is not None:
-            media.write_frames(record.id, frames_rgb)
-        written = thumbnail_rgb is not None and media.write(record.id, thumbnail_rgb)
+        written, _ = media.write_media(record.id, thumbnail_rgb, frames_rgb)
         return gallery.add(record.model_copy(update={"has_thumbnail": written}), embedding, replace)
     except BaseException:
         # Nothing was stored; the media stays only if a record of that id (a replaced one) still claims it,
