@@ -171,17 +171,21 @@ def test_concurrent_queries_share_index_calls(tmp_path):
         results[number] = [match.record.id for match in batcher.search(vectors[number], 5, None)]
 
     threads = [threading.Thread(target=ask, args=(number,)) for number in range(9)]
-    for thread in threads:
+    # The first query alone occupies the worker; the other eight are asked only once it is inside its call
+    # (started together, all nine could reach the queue before the worker looks and share one call).
+    threads[0].start()
+    while not calls and threads[0].is_alive():
+        threading.Event().wait(0.01)
+    for thread in threads[1:]:
         thread.start()
-    # Release once the worker is inside its first call and every other query waits in the queue (the first
-    # call may have taken more than one query, whichever arrived before the worker looked).
-    while (not calls or batcher._queue.qsize() < 9 - calls[0]) and all(thread.is_alive() for thread in threads):
+    # Release once every other query waits in the queue.
+    while batcher._queue.qsize() < 8 and all(thread.is_alive() for thread in threads):
         threading.Event().wait(0.01)
     release.set()
     for thread in threads:
         thread.join(10)
     batcher.stop()
     store.close()
-    assert sum(sizes) == 9 and len(sizes) == 2  # nine queries in two index calls
+    assert sizes == [1, 8]  # nine queries in two index calls
     for number in range(9):
         assert results[number][0] == f"t{number}"
