@@ -4,26 +4,20 @@ One query reads the whole index once (memory-bound); a batch of queries reads it
 (FAISS' BLAS path, service/gallery/index_kinds.py). A worker thread takes every query waiting when it
 becomes free, groups them by (top_k, filter) (one FAISS call takes one selector), and runs one gallery
 search per group. It never waits for stragglers: a lone query starts at once, and queries arriving while
-a search runs form the next batch. Hand-written like service/batching.py: a queue and a thread.
+a search runs form the next batch. Hand-written like service/batching.py (its `QueueWorker`): a queue and
+a thread.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import ServiceBusyError
+from service.batching import QueueWorker
 from service.gallery.base import Match, TrackletFilter
-
-log = logging.getLogger(__name__)
-
-_STOP = object()
 
 
 @dataclass
@@ -37,7 +31,7 @@ class _Query:
         return self.top_k, self.tracklet_filter.model_dump_json() if self.tracklet_filter is not None else ""
 
 
-class SearchBatcher:
+class SearchBatcher(QueueWorker):
     """Runs single-query searches through ``search(queries (n, d), top_k, filter)`` in batches.
 
     Args:
@@ -46,57 +40,28 @@ class SearchBatcher:
         on_batch: called with each index call's number of queries (metrics, tests).
     """
 
+    thread_name = "search-batcher"
+
     def __init__(
         self,
         search: Callable[[np.ndarray, int, TrackletFilter | None], list[list[Match]]],
         max_batch: int = 64,
         on_batch: Callable[[int], None] | None = None,
     ):
+        super().__init__()
         self._search = search
         self.max_batch = max_batch
         self.on_batch = on_batch
-        self._queue: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._closed = False
-
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._run, name="search-batcher", daemon=True)
-            self._worker.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Answers the queries already queued, then stops the worker."""
-        if self._worker is None:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
-        self._worker.join(timeout)
-        self._worker = None
 
     def search(self, vector: np.ndarray, top_k: int, tracklet_filter: TrackletFilter | None) -> list[Match]:
         """Blocking: the matches of one query (dim,), searched together with whatever else is waiting."""
-        if self._closed or self._worker is None:
-            raise ServiceBusyError("The search worker is not running (the service is starting or stopping).")
+        self._refuse_unless_running("The search worker is not running (the service is starting or stopping).")
         job = _Query(np.ascontiguousarray(vector, dtype=np.float32).ravel(), top_k, tracklet_filter, Future())
         self._queue.put(job)
         return job.future.result()
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
+        for batch in self._batches(self.max_batch, max_wait_s=0.0):  # never waits for stragglers
             groups: dict[tuple[int, str], list[_Query]] = {}
             for job in batch:
                 groups.setdefault(job.key(), []).append(job)

@@ -1,4 +1,5 @@
-"""MicroBatcher: concurrent clips share one embed call, bounded queue, failures and shutdown."""
+"""MicroBatcher: concurrent clips share one embed call, bounded queue, failures and shutdown; the search
+batcher built on the same worker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from service.batching import MicroBatcher
 from service.errors import ServiceBusyError
+from service.search.batching import SearchBatcher
 
 
 class RecordingModel:
@@ -126,3 +128,43 @@ def test_async_embed_does_not_block_the_event_loop():
     batcher.stop()
     assert result.tolist() == [30.0, 30.0]
     assert ticks >= 5  # the loop kept running while the model worked for 0.2 s
+
+
+def test_search_batcher_groups_waiting_queries_answers_them_at_stop_then_refuses():
+    """The search batcher shares the worker above (QueueWorker): queries queued while a search runs form the
+    next batch, one index call per (top_k, filter); stop answers what is queued, then refuses."""
+    calls: list[tuple[int, int]] = []
+    release = threading.Event()
+
+    def search(queries, top_k, tracklet_filter):
+        calls.append((len(queries), top_k))
+        release.wait(5)  # the first call holds the worker while the others queue up
+        return [[f"{top_k}:{query[0]:.0f}"] for query in queries]
+
+    batcher = SearchBatcher(search, max_batch=8)
+    with pytest.raises(ServiceBusyError):
+        batcher.search(np.zeros(2, np.float32), 1, None)  # not started
+    batcher.start()
+    answers: dict[int, list] = {}
+
+    def ask(value: int, top_k: int) -> None:
+        answers[value] = batcher.search(np.full(2, value, np.float32), top_k, None)
+
+    first = threading.Thread(target=ask, args=(0, 1))
+    first.start()
+    while not calls:
+        time.sleep(0.01)
+    others = [threading.Thread(target=ask, args=(value, 1 + value % 2)) for value in range(1, 6)]
+    for thread in others:
+        thread.start()
+    while batcher._queue.qsize() < 5:
+        time.sleep(0.01)
+    stopper = threading.Thread(target=batcher.stop)
+    stopper.start()  # queued behind the five waiting queries
+    release.set()
+    for thread in [first, *others, stopper]:
+        thread.join(10)
+    assert calls[0] == (1, 1) and sorted(calls[1:]) == [(2, 1), (3, 2)]
+    assert answers == {value: [f"{1 + value % 2 if value else 1}:{value}"] for value in range(6)}
+    with pytest.raises(ServiceBusyError):
+        batcher.search(np.zeros(2, np.float32), 1, None)
