@@ -88,7 +88,10 @@ def _capture_options(options: str) -> Iterator[None]:
                 os.environ[_CAPTURE_OPTIONS] = previous
 
 
-def _new_capture(source: object, demuxer: str, raw: bool, allow_files: bool) -> cv2.VideoCapture:
+def new_capture(source: object, demuxer: str, raw: bool, allow_files: bool) -> cv2.VideoCapture:
+    """The one place that opens an FFmpeg VideoCapture: over ``source`` (a readable binary stream, or a
+    path when ``allow_files``), restricted to ``demuxer`` and the pipe (and file) protocols under the
+    options' lock; ``raw`` as in `open_capture`. Check ``isOpened()``: a refused source is not an error."""
     params = [cv2.CAP_PROP_FORMAT, -1] if raw else []
     with _capture_options(capture_options(demuxer, allow_files)):
         return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
@@ -109,7 +112,7 @@ def open_capture(data: bytes, spill: list[str], raw: bool = False) -> Iterator[c
     stream = io.BytesIO(data)
     if not spill:
         try:
-            capture = _new_capture(stream, demuxer, raw, allow_files=False)
+            capture = new_capture(stream, demuxer, raw, allow_files=False)
         except (TypeError, cv2.error):
             # OpenCV before 4.11 has no stream-reading backend.
             capture = None
@@ -119,7 +122,7 @@ def open_capture(data: bytes, spill: list[str], raw: bool = False) -> Iterator[c
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
             spill.append(path)
-        capture = _new_capture(spill[0], demuxer, raw, allow_files=True)
+        capture = new_capture(spill[0], demuxer, raw, allow_files=True)
     try:
         yield capture
     finally:

@@ -16,8 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# _new_capture: the one place that opens an FFmpeg capture under the allowlist's options (and their lock).
-from service.decoding.video import _new_capture, video_container
+from service.decoding.video import new_capture, video_container
 from service.errors import InvalidMediaError, LimitExceededError
 
 #: Frame rate assumed when the container does not say (or says something absurd).
@@ -52,9 +51,9 @@ class _Capture:
         try:
             demuxer = video_container(head)
             try:
-                self.capture = _new_capture(self.handle, demuxer, raw=False, allow_files=False)
+                self.capture = new_capture(self.handle, demuxer, raw=False, allow_files=False)
             except (TypeError, cv2.error):
-                self.capture = _new_capture(str(path), demuxer, raw=False, allow_files=True)
+                self.capture = new_capture(str(path), demuxer, raw=False, allow_files=True)
         except Exception:
             self.handle.close()
             raise

@@ -78,13 +78,13 @@ def test_the_ffmpeg_whitelists_are_applied_behind_the_in_memory_reader(server_fi
     stream = io.BytesIO(playlists(server_file)["concat"])
     for demuxer in ("avi", "mov", "matroska", "mpegts"):
         stream.seek(0)
-        capture = decoding_video._new_capture(stream, demuxer, raw=False, allow_files=False)
+        capture = decoding_video.new_capture(stream, demuxer, raw=False, allow_files=False)
         assert not capture.isOpened(), demuxer
         capture.release()
     # The demuxer allowed, but the concat child needs the file protocol: refused as well.
     os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
     stream.seek(0)
-    capture = decoding_video._new_capture(stream, "concat", raw=False, allow_files=False)
+    capture = decoding_video.new_capture(stream, "concat", raw=False, allow_files=False)
     assert not capture.isOpened()
     capture.release()
     # And the options do not stay behind for other code in the process.
