@@ -32,6 +32,8 @@ class FootageService:
     search: (embedding, top_k) -> matches as dicts.
     enrolled_record: tracklet id -> its record as a dict, or None (recovery asks the gallery).
     withdraw: deletes one tracklet and its media (REID_JOB_QUEUE=redis: see `FootageJobBody`).
+    media: the media store; with REID_JOB_QUEUE=redis on a shared one (s3), spooled videos and tracks go through
+    it (`service.footage.media_spool`), so a worker on any host reads the upload.
 
     REID_JOB_QUEUE=local: the job table is SQLite in the data directory and `runner` runs the jobs on threads of
     this process. redis: the table is in Redis, `runner` enqueues the jobs for `python -m service.worker`
@@ -48,9 +50,16 @@ class FootageService:
         enrolled_record: Callable[[str], dict[str, Any] | None],
         providers: list[str] | None = None,
         withdraw: Callable[[str], None] | None = None,
+        media: Any = None,
     ):
         self.settings = settings
-        self.folders = FootageFolders(settings.data_dir)
+        if settings.job_queue == "redis" and media is not None and media.backend.shared:
+            # Workers on other hosts: uploads and tracks go through the shared media store (REID_MEDIA_BACKEND).
+            from service.footage.media_spool import MediaFootageFolders
+
+            self.folders = MediaFootageFolders(settings.data_dir, media)
+        else:
+            self.folders = FootageFolders(settings.data_dir)
         #: Where uploads wait for their job (`put` on upload, `fetch` in the worker, `remove` at the end).
         self.spool = self.folders
         if settings.job_queue == "redis":
@@ -174,4 +183,4 @@ def open_footage(settings: Any, embedder: Any, batcher: Any, gallery: Any, media
         delete_record(gallery, media, tracklet_id)
 
     return FootageService(settings, card, batcher, enroll, search, enrolled_record, providers=embedder.providers,
-                          withdraw=withdraw)
+                          withdraw=withdraw, media=media)
