@@ -6,16 +6,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.config import Settings
+
+
+def _setting_default(name: str) -> int:
+    return Settings.model_fields[name].default
+
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Upper bounds on what one upload may make the service decode."""
+    """Upper bounds on what one upload may make the service decode. Each is the setting of the same name;
+    the defaults (and their documentation) are declared once, in `service.config.Settings`."""
 
-    max_frames: int = 2000
-    max_frame_dimension: int = 4096
-    max_archive_entries: int = 2000
-    max_archive_bytes: int = 128 * 1024 * 1024
-    max_decoded_pixels: int = 4 * 1024**3
+    max_frames: int = _setting_default("max_frames")
+    max_frame_dimension: int = _setting_default("max_frame_dimension")
+    max_archive_entries: int = _setting_default("max_archive_entries")
+    max_archive_bytes: int = _setting_default("max_archive_bytes")
+    max_decoded_pixels: int = _setting_default("max_decoded_pixels")
     """Most pixels decoded for one upload, all frames together (width x height, at the decoded size)."""
 
 

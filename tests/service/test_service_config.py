@@ -138,3 +138,9 @@ def test_the_decoder_limits_are_the_settings_of_the_same_names():
     assert (limits.max_frames, limits.max_frame_dimension, limits.max_archive_entries) == (7, 99, 5)
     assert (limits.max_archive_bytes, limits.max_decoded_pixels) == (1234, 10**6)
     assert {name: getattr(settings, name) for name in DecodeLimits.__dataclass_fields__} == limits.__dict__
+
+
+def test_the_decoder_limits_default_to_the_settings_defaults():
+    defaults = {name: Settings.model_fields[name].default for name in DecodeLimits.__dataclass_fields__}
+    assert DecodeLimits().__dict__ == defaults
+    assert defaults["max_frames"] == 2000 and defaults["max_archive_bytes"] == 128 * 1024 * 1024
