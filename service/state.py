@@ -41,9 +41,10 @@ class ServiceState:
 
     def close(self) -> None:
         """Stops the footage jobs (running ones end as failed, queued ones wait for the next start), then the
-        embedder after its queued work, then flushes and closes the gallery."""
+        embedder after its queued work and the decoding pool, then flushes and closes the gallery."""
         self.footage.close()
         self.batcher.stop()
+        self.decoder.close()
         if self.searcher.batcher is not None:
             self.searcher.batcher.stop()
         size = gallery_size_or_nan(self.gallery)

@@ -5,6 +5,11 @@ video containers and, for Motion JPEG and VP8, every frame's own header) before 
 frames that sampling picks are decoded (video frames before the last sampled one are decoded by the codec,
 since later frames depend on them, but never converted); the pixels decoded for one upload are capped by
 ``max_decoded_pixels``. Any error of a decoder is the client's (InvalidMediaError, 422), never a 500.
+
+Image frames (a list of files or an archive) are decoded and resized in parallel, on a thread pool bounded by
+the cores this process may use (OpenCV releases the GIL while it decodes and resizes); a video's frames
+depend on each other, so its codec runs in order while the sampled frames' conversion and resize run on the
+pool beside it. bench/bench_decoding.py measures what the pool gains.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import contextlib
 import lzma
 import os
 import struct
+import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -51,6 +58,14 @@ def vp8_keyframe_size(packet: bytes) -> tuple[int, int] | None:
 _LIBRARY_ERRORS = (cv2.error, zlib.error, lzma.LZMAError, struct.error, EOFError)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity masks
+        return max(1, os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
 def _input_errors_are_the_clients(what: str) -> Iterator[None]:
     try:
@@ -67,6 +82,8 @@ class TrackletDecoder:
         width: model input width.
         num_frames: T, frames per tracklet the model takes.
         limits: upper bounds on what one upload may make the decoder do.
+        workers: threads decoding and resizing one upload's frames; None for the cores this process may
+            use, never more than that (1: every frame in the calling thread). Shared by all uploads.
     """
 
     def __init__(
@@ -77,6 +94,7 @@ class TrackletDecoder:
         limits: DecodeLimits | None = None,
         test_mode: str = "centres",
         max_clips: int = MAX_TEST_CLIPS,
+        workers: int | None = None,
     ):
         self.height = height
         self.width = width
@@ -86,7 +104,31 @@ class TrackletDecoder:
         #: (models.DEFAULT_TEST_MODE unless exported otherwise), the same as offline evaluation.
         self.test_mode = test_mode
         self.max_clips = max_clips
+        cores = available_cores()
+        self.workers = cores if workers is None else max(1, min(int(workers), cores))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         quiet_opencv_logging()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode")
+            return self._pool
+
+    def _map(self, work: Callable[[int], np.ndarray], positions: Sequence[int]) -> dict[int, np.ndarray]:
+        """{position: work(position)}, on the pool when it has more than one thread and there is more than one
+        frame. The first failure in position order is raised, as in a serial loop."""
+        if self.workers == 1 or len(positions) < 2:
+            return {position: work(position) for position in positions}
+        return dict(zip(positions, self._executor().map(work, positions), strict=True))
+
+    def close(self) -> None:
+        """Stops the pool's threads (after the work in flight); the decoder starts a new pool if used again."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _check_frame_count(self, count: int, what: str) -> None:
@@ -165,10 +207,11 @@ class TrackletDecoder:
         clips = self._sample(len(images))
         wanted = sorted(set(clips.reshape(-1).tolist()))
         self._check_pixel_budget(sum(headers[k][1][0] * headers[k][1][1] for k in wanted), "upload")
-        kept = {
-            position: to_model_frame(self._decode_image(images[position], *headers[position]), self.height, self.width)
-            for position in wanted
-        }
+        kept = self._map(
+            lambda position: to_model_frame(self._decode_image(images[position], *headers[position]),
+                                            self.height, self.width),
+            wanted,
+        )
         return self._pack(kept, clips, len(images))
 
     def decode_archive(self, data: bytes) -> DecodedTracklet:
@@ -201,7 +244,10 @@ class TrackletDecoder:
             wanted = set(clips.reshape(-1).tolist())
             last_wanted = max(wanted)
             self._check_pixel_budget((last_wanted + 1) * width * height, "video")
-            kept: dict[int, np.ndarray] = {}
+            kept: dict[int, np.ndarray | Future] = {}
+            # The codec decodes in order; each sampled frame's conversion and resize go to the pool meanwhile.
+            convert = (self._executor().submit if self.workers > 1 and len(wanted) > 1
+                       else lambda work, *args: work(*args))
             with open_capture(data, spill) as capture:
                 for position in range(last_wanted + 1):
                     # grab() decodes (later frames depend on earlier ones) without converting the image.
@@ -213,16 +259,21 @@ class TrackletDecoder:
                     if not ok or image is None or image.size == 0:
                         raise InvalidMediaError(f"Frame {position + 1} of the video could not be decoded.")
                     self._check_dimensions(image.shape[1], image.shape[0], f"Frame {position + 1} of the video")
-                    if image.ndim == 2:
-                        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-                    kept[position] = to_model_frame(image, self.height, self.width)
-            return self._pack(kept, clips, frame_count)
+                    kept[position] = convert(self._video_frame, image)
+            frames = {position: frame.result() if isinstance(frame, Future) else frame
+                      for position, frame in kept.items()}
+            return self._pack(frames, clips, frame_count)
         except _LIBRARY_ERRORS as error:
             raise InvalidMediaError("The video cannot be decoded.") from error
         finally:
             for path in spill:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+    def _video_frame(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return to_model_frame(image, self.height, self.width)
 
     def _scan_video(self, data: bytes, spill: list[str]) -> tuple[int, float, int, int]:
         """(packets, declared frame count, width, height) without decoding a frame."""

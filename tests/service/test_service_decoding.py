@@ -321,3 +321,47 @@ def test_zip_that_understates_its_sizes_is_still_capped():
     decoder = TrackletDecoder(HEIGHT, WIDTH, T, DecodeLimits(max_archive_bytes=20_000))
     with pytest.raises((LimitExceededError, InvalidMediaError)):
         decoder.decode_archive(data)
+
+
+# ------------------------------------------------------------------------------------------ decoding pool
+def test_decoding_pool_is_bounded_by_the_cores_and_decodes_exactly_what_one_thread_does(tmp_path):
+    from service.decoding.decoder import available_cores
+
+    cores = available_cores()
+    serial = TrackletDecoder(HEIGHT, WIDTH, T, workers=1, test_mode="strided")
+    pooled = TrackletDecoder(HEIGHT, WIDTH, T, workers=64, test_mode="strided")
+    assert serial.workers == 1 and pooled.workers == cores
+    assert TrackletDecoder(HEIGHT, WIDTH, T).workers == cores
+    frames = tracklet_frames(seed=5, count=12, height=120, width=60)
+    uploads = [NamedMedia(f"{k}.jpg", encode_image(frame, ".jpg")) for k, frame in enumerate(frames)]
+    archive = tar_bytes([(f"t/{k}.png", encode_image(frame)) for k, frame in enumerate(frames)])
+    video = encode_video(level_frames(LEVELS), "MJPG", ".avi")
+    try:
+        for decode in (lambda d: d.decode_images(uploads), lambda d: d.decode_archive(archive),
+                       lambda d: d.decode_video(video)):
+            one, many = decode(serial), decode(pooled)
+            assert one.frame_indices == many.frame_indices and len(one.frames) >= 2 * T
+            np.testing.assert_array_equal(one.frames, many.frames)
+        if cores > 1:  # the work really ran on the pool's threads
+            import threading
+
+            assert any(thread.name.startswith("decode") for thread in threading.enumerate())
+            assert serial._pool is None
+    finally:
+        pooled.close()
+        serial.close()
+
+
+def test_decoding_pool_reports_the_first_bad_frame_in_upload_order():
+    decoder = TrackletDecoder(HEIGHT, WIDTH, T, workers=4)
+    good = [encode_image(frame) for frame in level_frames(LEVELS)]
+    uploads = [NamedMedia(f"{k}.png", data) for k, data in enumerate(good)]
+    # Sampled positions are 1, 3, 6, 8: break 3 and 8 after their headers (sizes still readable).
+    for position in (3, 8):
+        uploads[position] = NamedMedia(f"{position}.png", good[position][: len(good[position]) // 2])
+    try:
+        for _ in range(5):  # whichever thread finishes first, frame 4 is the one named
+            with pytest.raises(InvalidMediaError, match="Frame 4 \\('3.png'\\)"):
+                decoder.decode_images(uploads)
+    finally:
+        decoder.close()
