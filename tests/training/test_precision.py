@@ -108,3 +108,38 @@ def test_service_refuses_fp16_on_the_cpu_and_serves_int8(exports):
 def test_int8_without_calibration_is_refused(tmp_path, capsys):
     assert main([*SHAPE, "--out", str(tmp_path / "x.onnx"), "--precision", "int8"]) == 2
     assert "--calibration" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def float_initializers(path):
+    """{name: array} of the graph's floating-point initializers (weights, biases, batch-norm statistics)."""
+    from onnx import numpy_helper
+
+    arrays = {item.name: numpy_helper.to_array(item) for item in onnx.load(str(path)).graph.initializer}
+    return {name: array for name, array in arrays.items() if array.dtype.kind == "f" and array.size > 1}
+
+
+def test_random_init_exports_of_one_seed_share_weights_across_precisions(exports):
+    """The fp32 and fp16 exports were built separately in this process (the fixture), so only the seed
+    (--seed, default 0) can make their weights the same: without it the second build draws new weights."""
+    from onnxconverter_common.float16 import convert_np_to_float16
+
+    paths, _ = exports
+    fp32, fp16 = float_initializers(paths["fp32"]), float_initializers(paths["fp16"])
+    assert len(fp32) >= 20 and set(fp16) == set(fp32)
+    convolutions = [name for node in onnx.load(str(paths["fp32"])).graph.node if node.op_type == "Conv"
+                    for name in node.input[1:2] if name in fp32]
+    assert len(convolutions) >= 20
+    for name, weight in fp32.items():
+        if fp16[name].dtype == np.float16:  # converted: fp32's weight rounded (and clamped) by the converter
+            np.testing.assert_array_equal(fp16[name], convert_np_to_float16(weight), err_msg=name)
+        else:  # kept in fp32 (parameters of the operations left in fp32): the very same values
+            np.testing.assert_array_equal(fp16[name], weight, err_msg=name)
+    assert all(fp16[name].dtype == np.float16 for name in convolutions)
+    # Another seed is another network: most weights differ.
+    other = float_initializers(paths["other_seed"])
+    assert all(not np.array_equal(other[name], fp32[name]) for name in convolutions)
+    # And the outputs follow: fp16 is fp32 up to rounding, far closer than another seed's network.
+    clips = np.random.default_rng(4).integers(0, 256, size=(3, 4, 64, 32, 3), dtype=np.uint8)
+    reference = embed(paths["fp32"], clips)
+    assert np.abs(embed(paths["fp16"], clips) - reference).max() < 0.02 * np.abs(reference).max()
+    assert np.abs(embed(paths["other_seed"], clips) - reference).max() > 0.2 * np.abs(reference).max()
