@@ -4,6 +4,7 @@
     python -m training synthetic-footage --out data/footage      two cameras of footage with MOT ground truth
     python -m training train --config training/configs/synthetic.yaml
     python -m training evaluate --checkpoint runs/synthetic-mg-rafa/final.pt [--rerank]
+    python -m training evaluate --onnx models/synthetic-int8.onnx    an export (any precision), same evaluation
     python -m training export --checkpoint runs/synthetic-mg-rafa/final.pt --out models/synthetic.onnx
     python -m training complexity
     python -m training ablation --config training/configs/synthetic.yaml --heads baseline mg-rafa:4
@@ -109,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a checkpoint: CMC and mAP under the dataset's protocol, written to "
         "OUTPUT/metrics.json with a CMC curve (cmc.png) and ranked lists (ranked_lists.png).",
     )
-    evaluate.add_argument("--checkpoint", required=True, type=Path, help="last.pt or final.pt of a run")
+    evaluate.add_argument("--checkpoint", type=Path,
+                          help="last.pt or final.pt of a run (with --onnx: the run whose dataset and settings "
+                          "to use; default: the checkpoint named in the model's card)")
+    evaluate.add_argument("--onnx", type=Path, metavar="MODEL.onnx",
+                          help="evaluate this exported model (fp32, fp16 or int8; its card beside it) with "
+                          "onnxruntime on the CPU instead of the checkpoint's PyTorch network")
+    evaluate.add_argument("--threads", type=int, default=0,
+                          help="with --onnx: onnxruntime intra-op threads (default: onnxruntime's)")
     evaluate.add_argument("--data-root", help="dataset folder (default: the one the run was trained on)")
     evaluate.add_argument(
         "--mode", choices=["centres", "strided", "consecutive", "all", "test", "dense"],
@@ -186,24 +194,33 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluation import format_metrics
-    from training.run_evaluation import evaluate_checkpoint
+    from training.run_evaluation import evaluate_checkpoint, evaluate_onnx
 
-    report = evaluate_checkpoint(
-        args.checkpoint,
-        dataset_root=args.data_root,
-        output_dir=args.output,
-        mode=args.mode,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        rerank=RerankParameters(args.rerank_k1, args.rerank_k2, args.rerank_lambda, args.rerank_shortlist)
-        if args.rerank else None,
-    )
+    rerank = (RerankParameters(args.rerank_k1, args.rerank_k2, args.rerank_lambda, args.rerank_shortlist)
+              if args.rerank else None)
+    if args.onnx is not None:
+        report = evaluate_onnx(args.onnx, checkpoint=args.checkpoint, dataset_root=args.data_root,
+                               output_dir=args.output, mode=args.mode, batch_size=args.batch_size,
+                               threads=args.threads, rerank=rerank)
+    elif args.checkpoint is None:
+        raise ValueError("evaluate needs --checkpoint (a run's last.pt or final.pt) or --onnx (an exported model)")
+    else:
+        report = evaluate_checkpoint(
+            args.checkpoint,
+            dataset_root=args.data_root,
+            output_dir=args.output,
+            mode=args.mode,
+            device=args.device,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            rerank=rerank,
+        )
     print(report.protocol)
     reranked = ", k-reciprocal re-ranked" if args.rerank else ""
     print(f"{report.model} on {report.dataset} ({report.mode}{reranked}, {report.num_query} queries, "
           f"{report.num_gallery} gallery tracklets): {format_metrics(report.metrics)}")
-    print(f"wrote {report.output_dir}/metrics.json, cmc.png, ranked_lists.png")
+    pictures = "cmc.png" if args.onnx is not None else "cmc.png, ranked_lists.png"
+    print(f"wrote {report.output_dir}/metrics.json, {pictures}")
     return 0
 
 

@@ -77,6 +77,14 @@ def evaluate_model(
     mode = mode or config.data.test_mode
     query = extract_features(model, dataset.query, config, mode, batch_size, progress, "query")
     gallery = extract_features(model, dataset.gallery, config, mode, batch_size, progress, "gallery")
+    return score_features(query, gallery, dataset, rerank)
+
+
+def score_features(
+    query: np.ndarray, gallery: np.ndarray, dataset, rerank: RerankParameters | None = None
+) -> EvaluationResult:
+    """Rank a dataset's gallery features for each query feature by squared l2 distance (or k-reciprocal
+    re-ranked) and score CMC / mAP under the dataset's protocol."""
     if rerank is not None:
         distances = rerank_distance_matrix(query, gallery, rerank)
     else:

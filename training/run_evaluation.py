@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.distributed import resolve_device
 from training.evaluation import JUNK_PID, RetrievalMetrics, format_metrics
-from training.features import evaluate_model
+from training.features import evaluate_model, score_features
 from training.loaders import load_config_dataset
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,17 @@ class EvaluationReport:
     output_dir: str
     #: The k-reciprocal re-ranking parameters, None when not re-ranked.
     rerank: dict[str, Any] | None = None
+    #: The exported model evaluated (``evaluate --onnx``) and its card's precision; None for a checkpoint.
+    onnx: str | None = None
+    precision: str | None = None
+    #: The (Q, G) distances ranked (not in metrics.json): what comparisons of two models' rankings need.
+    distances: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_json(self) -> dict[str, Any]:
-        """The metrics flat at the top ("mAP", "rank1", ...), then every other field."""
-        values = dataclasses.asdict(self)
-        return {**self.metrics.as_dict(), **{key: value for key, value in values.items() if key != "metrics"}}
+        """The metrics flat at the top ("mAP", "rank1", ...), then every other field but the distances."""
+        values = dataclasses.asdict(dataclasses.replace(self, distances=None))
+        return {**self.metrics.as_dict(), **{key: value for key, value in values.items()
+                                             if key not in ("metrics", "distances")}}
 
 
 def evaluate_checkpoint(
@@ -100,6 +106,7 @@ def evaluate_checkpoint(
         seconds=time.perf_counter() - started,
         output_dir=str(output_dir),
         rerank=dataclasses.asdict(rerank) if rerank is not None else None,
+        distances=result.distances,
     )
     write_metrics(report.as_json(), output_dir / "metrics.json")
     plot_cmc({f"{label}, {config.data.dataset} ({mode})": result.cmc}, output_dir / "cmc.png")
@@ -109,6 +116,98 @@ def evaluate_checkpoint(
     log.info("wrote %s, %s and %s", output_dir / "metrics.json", output_dir / "cmc.png",
              output_dir / "ranked_lists.png")
     return report
+
+
+
+def evaluate_onnx(
+    onnx_path: str | Path,
+    checkpoint: str | Path | None = None,
+    dataset_root: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    mode: str | None = None,
+    batch_size: int | None = None,
+    threads: int = 0,
+    rerank: RerankParameters | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Evaluate an exported ONNX model (fp32, fp16 or int8) exactly as :func:`evaluate_checkpoint` evaluates
+    a checkpoint: same dataset, protocol, test-time mode, clip averaging and metrics, the embedding computed
+    by onnxruntime (CPU) from the graph (training.onnx_features). Writes metrics.json and cmc.png.
+
+    The dataset and test-time settings are the run's: ``checkpoint``, else the checkpoint named in the
+    model's card (its `training` section). ``output_dir`` defaults to ``<model stem>_eval_<mode>`` beside
+    the model. ValueError when neither names a readable checkpoint or the frame size differs from the run's.
+    """
+    from training.onnx_features import OnnxModel, extract_onnx_features
+    from training.visualize import plot_cmc, write_metrics
+
+    onnx_path = Path(onnx_path)
+    model = OnnxModel.load(onnx_path, threads=threads)
+    card = model.card
+    if checkpoint is None and card.training is not None:
+        checkpoint = card.training.checkpoint
+    if checkpoint is None:
+        raise ValueError(f"{onnx_path.name} is a randomly initialised export (its card names no checkpoint): "
+                         "pass --checkpoint, the run whose dataset and test-time settings to evaluate with")
+    checkpoint_path = Path(checkpoint)
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint_path} (the run's dataset and settings) not found: "
+                                "pass --checkpoint")
+    state = load_checkpoint(checkpoint_path)
+    config = state.train_config()
+    if (config.model.height, config.model.width) != (card.height, card.width):
+        raise ValueError(f"{onnx_path.name} takes {card.height}x{card.width} frames, the run "
+                         f"{config.model.height}x{config.model.width}")
+    mode = mode or config.data.test_mode
+    suffix = "_rerank" if rerank is not None else ""
+    output_dir = Path(output_dir) if output_dir else onnx_path.parent / f"{onnx_path.stem}_eval_{mode}{suffix}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_config_dataset(config, dataset_root)
+    log.info("%s", dataset.protocol)
+    batch_size = batch_size or config.data.test_batch_size
+    started = time.perf_counter()
+    features = {
+        part: extract_onnx_features(model, getattr(dataset, part), mode, batch_size, config.data.max_test_clips,
+                                    progress, part)
+        for part in ("query", "gallery")
+    }
+    result = score_features(features["query"], features["gallery"], dataset, rerank)
+    label = f"{card.model.label} ({card.precision} ONNX)"
+    report = EvaluationReport(
+        metrics=result.metrics,
+        cmc=result.cmc.tolist(),
+        dataset=config.data.dataset,
+        split_id=config.data.split_id,
+        protocol=dataset.protocol,
+        mode=mode,
+        num_frames=card.num_frames,
+        model=label,
+        checkpoint=str(checkpoint_path),
+        epoch=state.epoch,
+        num_query=len(dataset.query),
+        num_gallery=len(dataset.gallery),
+        seconds=time.perf_counter() - started,
+        output_dir=str(output_dir),
+        rerank=dataclasses.asdict(rerank) if rerank is not None else None,
+        onnx=str(onnx_path),
+        precision=card.precision,
+        distances=result.distances,
+    )
+    write_metrics(report.as_json(), output_dir / "metrics.json")
+    plot_cmc({f"{label}, {config.data.dataset} ({mode})": result.cmc}, output_dir / "cmc.png")
+    log.info("%s on %s (%s): %s", label, config.data.dataset, mode, format_metrics(result.metrics))
+    return report
+
+
+def top_k_overlap(reference: np.ndarray, other: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per query, the share of ``reference``'s k nearest gallery entries that are also among ``other``'s
+    k nearest: two (Q, G) distance matrices -> (Q,) fractions in [0, 1] (ties keep the gallery order)."""
+    if reference.shape != other.shape:
+        raise ValueError(f"distance matrices differ in shape: {reference.shape} vs {other.shape}")
+    k = min(k, reference.shape[1])
+    ours = np.argsort(reference, axis=1, kind="stable")[:, :k]
+    theirs = np.argsort(other, axis=1, kind="stable")[:, :k]
+    return np.array([len(set(a) & set(b)) / k for a, b in zip(ours.tolist(), theirs.tolist(), strict=True)])
 
 
 def draw_ranked_lists(
