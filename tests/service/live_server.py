@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +25,41 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def port_listens(port: int) -> bool:
+    """Whether something accepts connections on the loopback port (an OSError when not yet)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+def wait_until_ready(process: subprocess.Popen, ready: Callable[[], bool], name: str, log_path: Path,
+                     timeout_s: float, poll_s: float = 0.1) -> None:
+    """Polls ``ready()`` (an OSError counts as not yet) until it holds; an AssertionError with the tail of the
+    process's log when the process exits first or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"{name} exited:\n{log_path.read_text()[-2000:]}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} did not answer:\n{log_path.read_text()[-2000:]}")
+        time.sleep(poll_s)
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    """Terminates a server process (SIGTERM, then SIGKILL after 20 s) and waits for it."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(20)
 
 
 def server_environment(model: Path, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -5,13 +5,11 @@ take Milvus away."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from live_server import free_port
+from live_server import free_port, port_listens, stop_process, wait_until_ready
 
 __all__ = ["MilvusLiteServer"]
 
@@ -33,26 +31,10 @@ class MilvusLiteServer:
                  "--port", str(self.port)],
                 stdout=log_file, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"milvus_lite server exited:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"milvus_lite server did not listen:\n{self.log_path.read_text()[-2000:]}") from None
-                time.sleep(0.1)
+        wait_until_ready(self.process, lambda: port_listens(self.port), "milvus_lite server", self.log_path, timeout_s)
+        return self
 
     def stop(self) -> None:
         """Terminates the server (SIGTERM, then SIGKILL) and waits for it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(20)
+        stop_process(self.process)
         self.process = None

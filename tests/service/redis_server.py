@@ -8,11 +8,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from live_server import free_port
+from live_server import free_port, stop_process, wait_until_ready
 
 __all__ = ["RedisServer", "redis_server_or_skip"]
 
@@ -49,27 +48,14 @@ class RedisServer:
                  "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
                 stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited:\n{log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
-                    connection.sendall(b"PING\r\n")
-                    if connection.recv(64).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"redis-server did not answer:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_until_ready(self.process, self._answers_ping, "redis-server", log_path, timeout_s, poll_s=0.05)
+        return self
+
+    def _answers_ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64).startswith(b"+PONG")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(20)
+        stop_process(self.process)
         self.process = None

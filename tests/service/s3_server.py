@@ -10,13 +10,11 @@ so the service's requests, errors and timeouts are real. The compose `scale` pro
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from live_server import free_port
+from live_server import free_port, port_listens, stop_process, wait_until_ready
 
 __all__ = ["MotoS3Server", "S3_TEST_CREDENTIALS"]
 
@@ -40,27 +38,12 @@ class MotoS3Server:
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log_file, stderr=subprocess.STDOUT, env=environment,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"moto server exited:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"moto server did not listen:\n{self.log_path.read_text()[-2000:]}") from None
-                time.sleep(0.1)
+        wait_until_ready(self.process, lambda: port_listens(self.port), "moto server", self.log_path, timeout_s)
+        return self
 
     def stop(self) -> None:
         """Terminates the server (SIGTERM, then SIGKILL) and waits for it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(20)
+        stop_process(self.process)
         self.process = None
 
     def client(self):
