@@ -20,7 +20,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,17 +34,12 @@ import httpx
 import numpy as np
 
 from bench.machine import load_average, machine_description
+from bench.servers import free_port
 from training.data.synthetic_footage import PRESETS, generate_footage
 from training.footage_demo import FootageDemoResult, run_footage_demo
 
 BEGIN, END = "<!-- footage-api:begin -->", "<!-- footage-api:end -->"
 log = logging.getLogger("bench_footage_api")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_service(model: Path, data_dir: Path, log_path: Path, threads: int) -> tuple[subprocess.Popen, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,32 +26,18 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from bench.machine import load_average, machine_description
+from bench.servers import free_port, start_listening
 from service.app import create_app
 from service.config import Settings
 
 FRAMES = 6
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit(f"moto server did not start:\n{log.read_text()[-2000:]}") from None
-            time.sleep(0.1)
+    process = start_listening([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port,
+                              "moto server", log)  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
 
 
 def frames_files(seed: int, height: int = 96, width: int = 48) -> list:

@@ -16,7 +16,6 @@ A benchmark run by hand, not a test (``--size 2000 --dim 128`` for a quick run).
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import load_average, machine_description
+from bench.servers import free_port, start_listening
 from service.gallery import Gallery, SqliteGallery, TrackletFilter, TrackletRecord
 from service.gallery.index_kinds import IndexKind, IndexOptions
 from service.gallery.milvus import MilvusGallery
@@ -34,27 +34,11 @@ from service.gallery.milvus import MilvusGallery
 TOP_K = 10
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_milvus_lite(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir),
-                                "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("milvus_lite server did not start") from None
-            time.sleep(0.2)
+    process = start_listening([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir),
+                               "--host", "127.0.0.1", "--port", str(port)], port, "milvus_lite server")
+    return process, f"http://127.0.0.1:{port}"
 
 
 def records(start: int, count: int) -> list[TrackletRecord]:
