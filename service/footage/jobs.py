@@ -147,6 +147,17 @@ def storage_error(error: sqlite3.Error) -> StorageFullError | StorageUnavailable
     )
 
 
+def interrupted_error(job: Job, reason: str) -> str:
+    """The error of a job failed because what ran it went away: ``reason``, then how far it got and what it
+    kept."""
+    if job.mode is JobMode.enroll:
+        kept = f"the {len(job.enrolled)} tracklets it had enrolled are kept and listed"
+    else:
+        kept = f"the results of its {len(job.queries)} searched tracklets are kept"
+    return (f"{reason} after {job.progress.frames_processed} frames; {kept}. Upload the footage again to process "
+            "the rest.")
+
+
 class JobStore:
     """The footage job table; thread-safe (one connection behind a lock, like the gallery's)."""
 
@@ -297,14 +308,6 @@ class JobStore:
             job = self.get(job_id)
             for tracklet_id in job.pending:
                 self.settle_pending(job_id, tracklet_id, enrolled_record(tracklet_id))
-            job = self.get(job_id)
-            if job.mode is JobMode.enroll:
-                kept = f"the {len(job.enrolled)} tracklets it had enrolled are kept and listed"
-            else:
-                kept = f"the results of its {len(job.queries)} searched tracklets are kept"
-            self.finish(
-                job_id, JobStatus.failed,
-                f"The service stopped (restart or crash) while this job was running, after "
-                f"{job.progress.frames_processed} frames; {kept}. Upload the footage again to process the rest.",
-            )  # fmt: skip
+            self.finish(job_id, JobStatus.failed, interrupted_error(
+                self.get(job_id), "The service stopped (restart or crash) while this job was running,"))
         return interrupted

@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from service.errors import StorageUnavailableError
-from service.footage.jobs import Job, JobMode, JobProgress, JobStatus
+from service.footage.jobs import Job, JobProgress, JobStatus, interrupted_error
 
 PREFIX = "reid:footage:"
 
@@ -266,12 +266,5 @@ class RedisJobStore:
             return False
         for tracklet_id in sorted(self.redis.smembers(f"{self._key(job_id)}:pending")):
             self.settle_pending(job_id, tracklet_id, enrolled_record(tracklet_id))
-        job = self.get(job_id)
-        if job.mode is JobMode.enroll:
-            kept = f"the {len(job.enrolled)} tracklets it had enrolled are kept and listed"
-        else:
-            kept = f"the results of its {len(job.queries)} searched tracklets are kept"
-        self.finish(job_id, JobStatus.failed,
-                    f"{reason} after {job.progress.frames_processed} frames; {kept}. Upload the footage again to "
-                    "process the rest.")  # fmt: skip
+        self.finish(job_id, JobStatus.failed, interrupted_error(self.get(job_id), reason))
         return True

@@ -56,5 +56,7 @@ def test_recovery_fails_running_jobs_and_settles_their_journal_with_the_gallery(
     job = reopened.get("r")
     assert job.status is JobStatus.failed and "stopped (restart or crash)" in job.error
     assert [record["id"] for record in job.enrolled] == ["r-1", "r-2"] and job.pending == []
+    assert job.error == ("The service stopped (restart or crash) while this job was running, after 0 frames; the 2 "
+                         "tracklets it had enrolled are kept and listed. Upload the footage again to process the rest.")
     assert reopened.get("q").status is JobStatus.queued  # queued jobs wait for the workers again
     reopened.close()
