@@ -1,5 +1,6 @@
-"""``python -m service.worker [--name NAME] [--burst]``: runs footage jobs from the Redis queue
-(REID_JOB_QUEUE=redis; see `service.footage.queue`).
+"""``python -m service.worker [--name NAME] [--burst | --ping]``: runs footage jobs from the Redis queue
+(REID_JOB_QUEUE=redis; see `service.footage.queue`). ``--ping`` (the compose health check) exits 0 when a
+worker of this host is registered and alive in Redis, 1 otherwise, without loading anything.
 
 It reads the same REID_* settings as the API and loads what a job needs the same way (the model, the shared
 Milvus gallery, the media store), then takes one job at a time: start as many worker processes as the
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 
 from service.app import configure_logging, load_or_exit, settings_or_exit
 from service.footage.queue import work
@@ -25,21 +28,41 @@ log = logging.getLogger("service.worker")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.worker",
                                      description="Run footage jobs from the Redis queue (REID_JOB_QUEUE=redis).")
-    parser.add_argument("--name", default=None, help="worker name shown by RQ (default: a random one)")
-    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument("--name", default=None, help="worker name shown by RQ (default: HOSTNAME.PID)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    mode.add_argument("--ping", action="store_true", help="exit 0 when a worker of this host is alive in Redis")
     args = parser.parse_args(argv)
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     if settings.job_queue != "redis":
         parser.exit(2, "reid worker cannot start: set REID_JOB_QUEUE=redis (with local, the API runs footage jobs "
                        "itself)\n")
+    if args.ping:
+        return 0 if ping(settings.redis_url) else 1
     state = load_or_exit(settings)
     try:
-        work(state.footage, settings.job_heartbeat_s, name=args.name, burst=args.burst)
+        name = args.name or f"{socket.gethostname()}.{os.getpid()}"
+        work(state.footage, settings.job_heartbeat_s, name=name, burst=args.burst)
     finally:
         state.close()
     log.info("worker stopped")
     return 0
+
+
+def ping(redis_url: str) -> bool:
+    """Whether a worker named after this host (HOSTNAME.PID, the default) is registered in Redis: RQ drops
+    a worker's registration once its heartbeats stop."""
+    from rq import Worker
+
+    from service.footage.queue import redis_client
+
+    prefix = f"{socket.gethostname()}."
+    try:
+        return any(worker.name.startswith(prefix) for worker in Worker.all(connection=redis_client(redis_url, False)))
+    except Exception as error:  # Redis away: not healthy
+        log.warning("worker ping: %s", error)
+        return False
 
 
 if __name__ == "__main__":

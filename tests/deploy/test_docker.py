@@ -330,9 +330,9 @@ def test_api_services_deployment(compose_model, name):
     assert gallery["source"] in compose_model["volumes"]
 
 
-SCALE_SERVICES = {"etcd", "minio", "milvus", "api-1", "api-2", "lb"}
+SCALE_SERVICES = {"etcd", "minio", "milvus", "redis", "api-1", "api-2", "worker", "lb"}
 OFFICIAL_IMAGES = {"etcd": "quay.io/coreos/etcd:", "minio": "minio/minio:", "milvus": "milvusdb/milvus:",
-                   "lb": "nginx:"}
+                   "redis": "redis:", "lb": "nginx:"}
 
 
 def test_scale_profile_runs_milvus_and_replicas_behind_nginx(compose_model):
@@ -360,6 +360,21 @@ def test_scale_profile_runs_milvus_and_replicas_behind_nginx(compose_model):
         assert not replica.get("ports"), "replicas are reached through the load balancer only"
         volumes |= {mount["source"] for mount in mounts(replica) if mount["type"] == "volume"}
     assert len(volumes) == len(replicas), "each replica keeps its own local volume"
+    # Footage jobs: RQ on the official Redis (append-only file on its volume), run by the worker service,
+    # which scales on its own (no fixed name, no port) with the replicas' image and settings.
+    redis = services["redis"]
+    assert redis["command"][0] == "redis-server" and "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert [mount["target"] for mount in mounts(redis)] == ["/data"]
+    worker = services["worker"]
+    assert worker["command"] == ["python", "-m", "service.worker"] and not worker.get("ports")
+    assert "container_name" not in worker and worker["image"] == services["api-1"]["image"]
+    assert worker["healthcheck"]["test"] == ["CMD", "python", "-m", "service.worker", "--ping"]
+    for name in [*replicas, "worker"]:
+        environment = services[name]["environment"]
+        assert environment["REID_JOB_QUEUE"] == "redis" and environment["REID_REDIS_URL"] == "redis://redis:6379/0"
+        assert environment["REID_MEDIA_BACKEND"] == "s3"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     # The load balancer: the one published port, nginx's config from docker/, every replica upstream.
     lb = services["lb"]
     assert [int(port["target"]) if isinstance(port, dict) else int(str(port).split(":")[-1])
@@ -620,7 +635,7 @@ def test_service_images_install_existing_groups_without_torch(requirements_scrip
     names = {r.name for r in requirements}
     assert verified == target
     assert not names & {"torch", "torchvision"}
-    assert {"fastapi", "uvicorn", "opencv-python-headless", "pydantic-settings", "pymilvus"} <= names
+    assert {"fastapi", "uvicorn", "opencv-python-headless", "pydantic-settings", "pymilvus", "rq"} <= names
     if target == "cpu":
         assert {"onnxruntime", "faiss-cpu"} <= names
         assert not names & {"onnxruntime-gpu", "faiss-gpu"}

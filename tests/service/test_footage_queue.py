@@ -30,13 +30,14 @@ pytestmark = [pytest.mark.redis, pytest.mark.milvus, pytest.mark.slow]
 
 
 class WorkerProcess:
-    """`python -m service.worker` with the test's settings; reaped by `worker_process`."""
+    """`python -m service.worker` with the test's settings (``name`` empty: its default, HOSTNAME.PID);
+    reaped by `worker_process`."""
 
     def __init__(self, model: Path, data_dir: Path, log_path: Path, name: str, **env: str):
         self.log_path = log_path
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.worker", "--name", name], cwd=REPO_ROOT,
+                [sys.executable, "-m", "service.worker", *(["--name", name] if name else [])], cwd=REPO_ROOT,
                 env=server_environment(model, data_dir, **env), stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -56,6 +57,12 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.process.returncode
+
+
+def ping(model: Path, data_dir: Path, **env: str) -> int:
+    """`python -m service.worker --ping` (compose's health check) with the test's settings: its exit status."""
+    return subprocess.run([sys.executable, "-m", "service.worker", "--ping"], cwd=REPO_ROOT, timeout=60,
+                          env=server_environment(model, data_dir, **env), capture_output=True).returncode  # fmt: skip
 
 
 @contextmanager
@@ -113,7 +120,7 @@ def test_submit_through_one_replica_poll_and_cancel_through_the_other(
     with ExitStack() as stack:
         first = stack.enter_context(live_server(tiny_model, data_dir, tmp_path / "a.log", **queue_env))
         second = stack.enter_context(live_server(tiny_model, data_dir, tmp_path / "b.log", **queue_env))
-        worker = stack.enter_context(worker_process(tiny_model, data_dir, tmp_path / "w.log", "w1", **queue_env))
+        worker = stack.enter_context(worker_process(tiny_model, data_dir, tmp_path / "w.log", "", **queue_env))
         one, other = stack.enter_context(first.client()), stack.enter_context(second.client())
 
         long_id = submit(one, long_footage, "cam-r")
@@ -148,7 +155,9 @@ def test_submit_through_one_replica_poll_and_cancel_through_the_other(
         assert pages[0] == pages[1] and pages[0]["total"] == 3
         assert [item["job_id"] for item in pages[0]["items"]] == [short_id, queued_id, long_id]
         assert worker.process.poll() is None
+        assert ping(tiny_model, data_dir, **queue_env) == 0  # a worker of this host is alive in Redis
         assert worker.stop() == 0  # SIGTERM while idle: a clean exit
+        assert ping(tiny_model, data_dir, **queue_env) == 1  # and it unregistered
         assert list((data_dir / "footage-spool").iterdir()) == []
 
 
