@@ -16,7 +16,7 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.distributed import resolve_device
 from training.evaluation import JUNK_PID, RetrievalMetrics, format_metrics
-from training.features import evaluate_model, score_features
+from training.features import EvaluationResult, evaluate_model, score_features
 from training.loaders import load_config_dataset
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,37 @@ class EvaluationReport:
                                              if key not in ("metrics", "distances")}}
 
 
+def _written_report(result: EvaluationResult, config: TrainConfig, dataset: Any, state: Any, checkpoint_path: Path,
+                    mode: str, label: str, num_frames: int, started: float, output_dir: Path,
+                    rerank: RerankParameters | None, **extra: Any) -> EvaluationReport:
+    """The report of one evaluation begun at ``started`` (perf_counter), written to ``output_dir`` as
+    metrics.json and cmc.png; ``extra``: the report's optional fields."""
+    from training.visualize import plot_cmc, write_metrics
+
+    report = EvaluationReport(
+        metrics=result.metrics,
+        cmc=result.cmc.tolist(),
+        dataset=config.data.dataset,
+        split_id=config.data.split_id,
+        protocol=dataset.protocol,
+        mode=mode,
+        num_frames=num_frames,
+        model=label,
+        checkpoint=str(checkpoint_path),
+        epoch=state.epoch,
+        num_query=len(dataset.query),
+        num_gallery=len(dataset.gallery),
+        seconds=time.perf_counter() - started,
+        output_dir=str(output_dir),
+        rerank=dataclasses.asdict(rerank) if rerank is not None else None,
+        distances=result.distances,
+        **extra,
+    )
+    write_metrics(report.as_json(), output_dir / "metrics.json")
+    plot_cmc({f"{label}, {config.data.dataset} ({mode})": result.cmc}, output_dir / "cmc.png")
+    return report
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     dataset_root: str | Path | None = None,
@@ -73,8 +104,6 @@ def evaluate_checkpoint(
     the checkpoint (``eval_<mode>_rerank`` with ``rerank``), ``mode`` to the run's test mode ("test" or
     "dense"). With ``rerank``, the ranking is k-reciprocal re-ranked as the service's ``rerank=true``.
     """
-    from training.visualize import plot_cmc, write_metrics
-
     checkpoint_path = Path(checkpoint)
     state = load_checkpoint(checkpoint_path)
     config = state.train_config()
@@ -90,26 +119,8 @@ def evaluate_checkpoint(
     label = model.config.label
     started = time.perf_counter()
     result = evaluate_model(model, dataset, config, mode, batch_size, rerank=rerank)
-    report = EvaluationReport(
-        metrics=result.metrics,
-        cmc=result.cmc.tolist(),
-        dataset=config.data.dataset,
-        split_id=config.data.split_id,
-        protocol=dataset.protocol,
-        mode=mode,
-        num_frames=config.data.num_frames,
-        model=label,
-        checkpoint=str(checkpoint_path),
-        epoch=state.epoch,
-        num_query=len(dataset.query),
-        num_gallery=len(dataset.gallery),
-        seconds=time.perf_counter() - started,
-        output_dir=str(output_dir),
-        rerank=dataclasses.asdict(rerank) if rerank is not None else None,
-        distances=result.distances,
-    )
-    write_metrics(report.as_json(), output_dir / "metrics.json")
-    plot_cmc({f"{label}, {config.data.dataset} ({mode})": result.cmc}, output_dir / "cmc.png")
+    report = _written_report(result, config, dataset, state, checkpoint_path, mode, label, config.data.num_frames,
+                             started, output_dir, rerank)
     draw_ranked_lists(dataset, result.distances, config, output_dir / "ranked_lists.png", num_ranked_queries)
     log.info("%s %s on %s (%s): %s", label, checkpoint_path.name, config.data.dataset, mode,
              format_metrics(result.metrics))
@@ -139,7 +150,6 @@ def evaluate_onnx(
     the model. ValueError when neither names a readable checkpoint or the frame size differs from the run's.
     """
     from training.onnx_features import OnnxModel, extract_onnx_features
-    from training.visualize import plot_cmc, write_metrics
 
     onnx_path = Path(onnx_path)
     model = OnnxModel.load(onnx_path, threads=threads)
@@ -173,28 +183,8 @@ def evaluate_onnx(
     }
     result = score_features(features["query"], features["gallery"], dataset, rerank)
     label = f"{card.model.label} ({card.precision} ONNX)"
-    report = EvaluationReport(
-        metrics=result.metrics,
-        cmc=result.cmc.tolist(),
-        dataset=config.data.dataset,
-        split_id=config.data.split_id,
-        protocol=dataset.protocol,
-        mode=mode,
-        num_frames=card.num_frames,
-        model=label,
-        checkpoint=str(checkpoint_path),
-        epoch=state.epoch,
-        num_query=len(dataset.query),
-        num_gallery=len(dataset.gallery),
-        seconds=time.perf_counter() - started,
-        output_dir=str(output_dir),
-        rerank=dataclasses.asdict(rerank) if rerank is not None else None,
-        onnx=str(onnx_path),
-        precision=card.precision,
-        distances=result.distances,
-    )
-    write_metrics(report.as_json(), output_dir / "metrics.json")
-    plot_cmc({f"{label}, {config.data.dataset} ({mode})": result.cmc}, output_dir / "cmc.png")
+    report = _written_report(result, config, dataset, state, checkpoint_path, mode, label, card.num_frames, started,
+                             output_dir, rerank, onnx=str(onnx_path), precision=card.precision)
     log.info("%s on %s (%s): %s", label, config.data.dataset, mode, format_metrics(result.metrics))
     return report
 
