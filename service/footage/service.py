@@ -91,8 +91,10 @@ class FootageService:
             log.info("%d queued footage jobs resume", len(queued))
 
     def _open_redis(self, enrolled_record: Callable[[str], dict[str, Any] | None]) -> None:
+        from service.footage.media_spool import MediaFootageFolders
         from service.footage.queue import Reaper, RedisJobRunner, footage_queue, redis_client
         from service.footage.redis_jobs import RedisJobStore
+        from service.media.store import SHARED_SWEEP_GRACE_S
 
         settings = self.settings
         if settings.gallery_backend != "milvus" or settings.milvus_uri.endswith(".db"):
@@ -107,7 +109,11 @@ class FootageService:
             unfinished = {*self.store.ids_with_status(JobStatus.queued), *self.store.ids_with_status(JobStatus.running)}
         except ServiceError as error:
             raise StartupError(f"REID_JOB_QUEUE=redis: {error.message}") from None
-        # Other processes may be receiving uploads into the shared spool: only files older than this process.
+        # Other processes may be receiving uploads into the shared spool: only files older than this process,
+        # and, where they share this data directory's spool (local media), older by the shared stores' grace: a
+        # replica records the job only after the upload is whole and probed.
+        if not isinstance(self.folders, MediaFootageFolders):
+            started -= SHARED_SWEEP_GRACE_S
         self.folders.remove_orphan_videos(keep=unfinished, older_than=started)
         queue = footage_queue(settings.redis_url)
         reaper = Reaper(self.store, queue, settings.job_heartbeat_s, enrolled_record, self.spool.remove)

@@ -20,7 +20,8 @@ Order of writes, so that a record never lacks its media and media never outlives
 - delete: the record is deleted first (from then on no route serves the media), then its media. A failure
   or crash between leaves media without a record, as above.
 - media without a record is swept at start-up (`MediaStore.remove_orphans`, in the background): only media
-  written before this process started, and on a shared store (S3, written by every replica) an hour before,
+  written before this process started, and on a shared store (S3, written by every replica, or a data
+  directory shared by replicas and workers under REID_JOB_QUEUE=redis) an hour before,
   so that no enroll still in progress here or on another replica loses its media.
 - a replace that fails may leave the new frames beside the old record (a rare, harmless mismatch).
 

@@ -104,12 +104,13 @@ def write_durably(path: Path, data: bytes) -> None:
 
 
 class LocalMediaBackend:
-    """Files under ``root`` (REID_DATA_DIR), laid out exactly as the keys say."""
+    """Files under ``root`` (REID_DATA_DIR), laid out exactly as the keys say. ``shared``: other processes write
+    the same directory (REID_JOB_QUEUE=redis, where replicas and workers share REID_DATA_DIR), so the orphan
+    sweep leaves their recent media alone, as on S3."""
 
-    shared = False
-
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shared: bool = False):
         self.root = Path(root)
+        self.shared = shared
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
@@ -357,7 +358,8 @@ def _error_code(error: Any) -> str:
 def open_backend(settings: Any) -> MediaBackend:
     """The backend REID_MEDIA_BACKEND names; StartupError (one line) when it cannot be used."""
     if settings.media_backend == "local":
-        return LocalMediaBackend(settings.data_dir)
+        # With the Redis queue, API replicas and workers on one host share the data directory.
+        return LocalMediaBackend(settings.data_dir, shared=getattr(settings, "job_queue", "local") == "redis")
     if settings.media_backend == "s3":
         if not settings.s3_endpoint:
             raise StartupError("REID_MEDIA_BACKEND=s3 needs REID_S3_ENDPOINT (e.g. http://minio:9000)")

@@ -101,3 +101,26 @@ def test_redis_away_is_storage_unavailable(redis_server, tmp_path):
         store.get("x")
     with pytest.raises(StorageUnavailableError):
         new_job(store, "y")
+
+
+def test_a_starting_process_keeps_the_uploads_others_are_receiving(redis_url, tmp_path):
+    """Local media with the Redis queue: replicas and workers share REID_DATA_DIR's spool. A process that starts
+    while another replica holds an upload it has not yet recorded as a job (probing it) leaves that file alone;
+    one nobody recorded for over an hour goes."""
+    import os
+    from types import SimpleNamespace
+
+    from service.footage.service import FootageService
+    from service.footage.work import FootageFolders
+    from service.media.store import SHARED_SWEEP_GRACE_S
+
+    folders = FootageFolders(tmp_path)
+    for job_id, age_s in (("being-probed", 5.0), ("abandoned", SHARED_SWEEP_GRACE_S + 60)):
+        folders.video(job_id).write_bytes(b"video")
+        written = time.time() - age_s
+        os.utime(folders.video(job_id), (written, written))
+    settings = SimpleNamespace(job_queue="redis", gallery_backend="milvus", milvus_uri="http://milvus:19530",
+                               redis_url=redis_url, data_dir=tmp_path, job_heartbeat_s=1.0, footage_queue_size=4)
+    service = FootageService(settings, None, None, enroll=None, search=None, enrolled_record=lambda _: None)
+    service.close()
+    assert folders.video("being-probed").is_file() and not folders.video("abandoned").exists()

@@ -47,3 +47,25 @@ def test_orphans_older_than_the_process_are_swept(tmp_path):
     assert store.read("kept") is not None and store.read("orphan") is None
     assert store.read("fresh-orphan") is not None  # written after the sweep began: an enroll in progress
     assert not ((tmp_path / "thumbnails") / "half.tmp").exists()
+
+
+def test_processes_sharing_the_data_dir_keep_each_other_s_enroll_in_progress(tmp_path):
+    """REID_JOB_QUEUE=redis with local media: API replicas and workers share REID_DATA_DIR. A process that starts
+    while another is between its media write and its record commit must not sweep that media (the record would
+    then commit without it); alone (REID_JOB_QUEUE=local) the process sweeps all it can, as before."""
+    from types import SimpleNamespace
+
+    from service.media import open_backend
+
+    picture = np.zeros((64, 32, 3), np.uint8)
+    for job_queue, kept in (("redis", True), ("local", False)):
+        data_dir = tmp_path / job_queue
+        settings = SimpleNamespace(media_backend="local", data_dir=data_dir, job_queue=job_queue)
+        other = MediaStore(data_dir)
+        other.write("in-progress", picture)  # another process: its record commits in a moment
+        written = time.time() - 5
+        os.utime(other.path("in-progress"), (written, written))
+        starting = MediaStore(open_backend(settings))  # this process starts now and sweeps
+        assert starting.remove_orphans(lambda tracklet_id: False, older_than=time.time(),
+                                       has_record=lambda tracklet_id: False) == (0 if kept else 1)  # fmt: skip
+        assert (other.read("in-progress") is not None) is kept
