@@ -1,10 +1,11 @@
 """fp32 vs int8 speed of the ResNet-50 export (256x128, T=8, batch 1 and 8), MG-RAFA and baseline heads
 timed interleaved in one process, so the MG-RAFA/baseline ratio per precision is measured under the same load.
 Random init (speed does not depend on the weights); int8 calibrated on the synthetic benchmark's tracklets.
-fp16 is not timed here (no GPU). Agreement (top-10 overlap, mAP) through the evaluation is not measured yet.
+fp16 is not timed here (no GPU). Agreement through the evaluation: bench/bench_precision_agreement.py. Writes
+its section of bench/precision.md.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=2 nice -n 10 python bench/bench_precision.py \
-        --calibration /tmp/fv/demo/synthetic/bbox_train --out bench/precision.md
+        --calibration data/synthetic/bbox_train --out bench/precision.md
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from bench.machine import load_average, machine_description
+from bench.machine import load_average, machine_description, write_section
 from training.export import export_model
 from training.model import build_model
 from training.precision import calibration_clips, quantize_int8
+
+SECTION = "Speed (bench/bench_precision.py, one run)"
 
 
 def main() -> None:
@@ -61,17 +64,16 @@ def main() -> None:
                             f"{med['baseline', precision] * 1000:.0f} | "
                             f"{med['mg-rafa', precision] / med['baseline', precision]:.3f} | "
                             f"{med['mg-rafa', 'fp32'] / med['mg-rafa', precision]:.2f}x |")
-    text = "\n".join([
-        "# Reduced precision: speed (bench/bench_precision.py, one run)", "",
+    body = "\n".join([
         machine_description(), f"Load average during the run: {load_average()}", "",
         "ResNet-50, 256x128, T=8, onnxruntime CPU, 2 intra-op threads, median of "
         f"{args.repeats} interleaved runs. int8 = static QDQ (uint8 activations, per-channel int8 weights) of "
         "the convolutions, calibrated on 8 synthetic tracklets.", "",
         "| batch | precision | MG-RAFA ms | baseline ms | MG-RAFA/baseline | speed-up vs fp32 |",
         "|---|---|---|---|---|---|", *rows, "",
-        "fp16: not measured (no GPU on this machine). Agreement through the evaluation: not measured yet.", ""])
-    Path(args.out).write_text(text)
-    print(text)
+        "fp16: not timed here (no GPU on this machine); see the fp16 section below, worked out on paper."])
+    write_section(args.out, SECTION, body)
+    print(body)
 
 
 if __name__ == "__main__":

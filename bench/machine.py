@@ -96,3 +96,22 @@ class PausedDuringTiming:
 class NotPaused(PausedDuringTiming):
     def __init__(self) -> None:
         super().__init__([])
+
+
+def write_section(path: str | Path, heading: str, body: str) -> None:
+    """Put ``body`` under the ``## heading`` section of the markdown file at ``path``, replacing that section
+    (up to the next ``## `` heading) when it is there, else appending it: benchmarks that share a results
+    file each rewrite only their own part."""
+    path = Path(path)
+    title = f"## {heading}"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    section = [title, "", *body.strip("\n").splitlines(), ""]
+    if title in lines:
+        start = lines.index(title)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = section
+    else:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.extend(section)
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
