@@ -18,6 +18,10 @@ state, so any API replica accepts a job, answers for it and cancels it, and any 
   after its worker died, and lists exactly the tracklets the gallery holds from it. It is failed, not
   re-queued: its tracklets are numbered from its start, and a rerun would enroll the footage a second time.
 - A worker stopped with SIGTERM stops its job at the next frame (failed, with what it enrolled kept) and exits.
+- A queued job whose RQ entry is lost (the replica died between recording and enqueueing it; a worker died
+  between taking it and starting it; Redis refused the start) is queued again by the `Reaper` once the entry
+  stayed lost for REQUEUE_AFTER_S: nothing of it ran, so a rerun is exact. One process does it (a short
+  Redis claim), so the job is queued once, and `run_job` starts a job only while it is queued, so it runs once.
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ QUEUE_NAME = "reid-footage"
 LEASE_HEARTBEATS = 3
 #: How long RQ keeps a failed RQ job (our job record is kept regardless).
 FAILURE_TTL_S = 7 * 24 * 3600
+#: How long a queued job's RQ entry must stay lost before a reaper queues the job again (a replica enqueues it
+#: one Redis call after recording it).
+REQUEUE_AFTER_S = 60.0
+#: RQ statuses of an entry that no worker will run: the job it stands for is lost while ours says queued.
+_LOST_ENTRY = (None, RQStatus.FAILED, RQStatus.FINISHED, RQStatus.STOPPED, RQStatus.CANCELED)
 DEAD_WORKER_REASON = (
     "The worker running this job stopped (killed, crashed or cut off from Redis: its heartbeat ended)"
 )
@@ -74,6 +83,19 @@ def lease_s(heartbeat_s: float) -> int:
     return max(2, round(LEASE_HEARTBEATS * heartbeat_s))
 
 
+def enqueue(queue: Queue, job_id: str) -> None:
+    """Puts recorded job ``job_id`` on the RQ queue (an RQ job of the same id calling `perform`)."""
+    queue.enqueue("service.footage.queue.perform", job_id, job_id=job_id, job_timeout=-1, result_ttl=0,
+                  failure_ttl=FAILURE_TTL_S, description=f"footage job {job_id}")  # fmt: skip
+
+
+def rq_status(queue: Queue, job_id: str) -> RQStatus | None:
+    try:
+        return RQJob.fetch(job_id, connection=queue.connection).get_status()
+    except NoSuchJobError:
+        return None
+
+
 @dataclass
 class RedisJobControl(JobControl):
     """A job's control in a worker: a cancel is a flag in Redis, polled at most every ``poll_s``."""
@@ -95,15 +117,19 @@ class RedisJobControl(JobControl):
 
 
 class Reaper:
-    """Fails the running jobs whose worker died (see the module docstring); one thread per process."""
+    """Fails the running jobs whose worker died and queues again the queued jobs whose RQ entry was lost (see the
+    module docstring); one thread per process."""
 
     def __init__(self, store: RedisJobStore, queue: Queue, interval_s: float,
-                 enrolled_record: Callable[[str], dict[str, Any] | None], on_reaped: Callable[[str], None]):
+                 enrolled_record: Callable[[str], dict[str, Any] | None], on_reaped: Callable[[str], None],
+                 requeue_after_s: float = REQUEUE_AFTER_S):  # fmt: skip
         self.store = store
         self.queue = queue
         self.interval_s = interval_s
         self.enrolled_record = enrolled_record
         self.on_reaped = on_reaped
+        self.requeue_after_s = requeue_after_s
+        self._lost_since: dict[str, float] = {}  # queued job -> when this process first saw its entry lost
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -112,10 +138,7 @@ class Reaper:
         StartedJobRegistry(queue=self.queue).cleanup()  # RQ: expired executions -> failed
         reaped = []
         for job_id in self.store.ids_with_status(JobStatus.running):
-            try:
-                status = RQJob.fetch(job_id, connection=self.queue.connection).get_status()
-            except NoSuchJobError:
-                status = None
+            status = rq_status(self.queue, job_id)
             if status == RQStatus.STARTED:
                 continue
             if self.store.reap(job_id, DEAD_WORKER_REASON, self.enrolled_record):
@@ -123,7 +146,32 @@ class Reaper:
                 reaped.append(job_id)
                 with contextlib.suppress(Exception):
                     self.on_reaped(job_id)
+        self._requeue_lost()
         return reaped
+
+    def _requeue_lost(self) -> None:
+        now = time.monotonic()
+        lost_since = {}
+        for job_id in self.store.ids_with_status(JobStatus.queued):
+            if rq_status(self.queue, job_id) not in _LOST_ENTRY:
+                continue
+            lost_since[job_id] = self._lost_since.get(job_id, now)
+            if now - lost_since[job_id] < self.requeue_after_s:
+                continue
+            # One process queues it again: the claim outlives the new entry's way to QUEUED or STARTED.
+            claim = f"{self.store.prefix}requeue:{job_id}"
+            if not self.queue.connection.set(claim, "1", nx=True, ex=max(60, round(self.requeue_after_s))):
+                continue
+            job = self.store.get(job_id)
+            if job is None or job.status is not JobStatus.queued or rq_status(self.queue, job_id) not in _LOST_ENTRY:
+                continue
+            with contextlib.suppress(NoSuchJobError):
+                RQJob.fetch(job_id, connection=self.queue.connection).delete()  # out of RQ's failed registry
+            enqueue(self.queue, job_id)
+            lost_since.pop(job_id)
+            log.warning("footage job %s: queued, but no worker would ever run it (its queue entry was lost); "
+                        "queued again", job_id)  # fmt: skip
+        self._lost_since = lost_since
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -166,8 +214,7 @@ class RedisJobRunner:
     def submit(self, job_id: str) -> None:
         """Enqueues the recorded job; if Redis refuses, the job is failed with the reason and the error raised."""
         try:
-            self.queue.enqueue("service.footage.queue.perform", job_id, job_id=job_id, job_timeout=-1, result_ttl=0,
-                               failure_ttl=FAILURE_TTL_S, description=f"footage job {job_id}")  # fmt: skip
+            enqueue(self.queue, job_id)
         except redis.RedisError as error:
             with contextlib.suppress(Exception):
                 self.store.finish(job_id, JobStatus.failed, f"The job could not be queued ({error}).")

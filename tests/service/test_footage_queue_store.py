@@ -124,3 +124,37 @@ def test_a_starting_process_keeps_the_uploads_others_are_receiving(redis_url, tm
     service = FootageService(settings, None, None, enroll=None, search=None, enrolled_record=lambda _: None)
     service.close()
     assert folders.video("being-probed").is_file() and not folders.video("abandoned").exists()
+
+
+def test_a_queued_job_whose_queue_entry_was_lost_is_queued_again_once(redis_url):
+    """A job recorded as queued whose RQ entry is gone (the replica died between recording and enqueueing it) or
+    failed before the job started (its worker died between taking it and starting it; Redis refused the start)
+    would otherwise wait forever and hold a REID_FOOTAGE_QUEUE_SIZE slot. Nothing of it ran, so it is queued
+    again, exactly once however many processes reap, and only once its entry stayed lost for the grace (a
+    replica enqueues right after recording)."""
+    from rq.job import Job as RQJob
+    from rq.job import JobStatus as RQStatus
+
+    from service.footage.queue import Reaper, enqueue, footage_queue
+
+    store, queue = RedisJobStore(redis_client(redis_url)), footage_queue(redis_url)
+    for job_id in ("waiting", "never-enqueued", "taken-by-the-dead"):
+        new_job(store, job_id)
+    enqueue(queue, "waiting")
+    enqueue(queue, "taken-by-the-dead")
+    queue.remove("taken-by-the-dead")  # a worker took it, then died: RQ's clean-up fails the execution
+    RQJob.fetch("taken-by-the-dead", connection=queue.connection).set_status(RQStatus.FAILED)
+
+    def reaper() -> Reaper:  # one per process
+        return Reaper(store, queue, 1.0, lambda _: None, lambda _: None, requeue_after_s=0.3)
+
+    first, second = reaper(), reaper()
+    assert first.reap_once() == [] and second.reap_once() == [] and queue.job_ids == ["waiting"]  # within grace
+    time.sleep(0.4)
+    first.reap_once()
+    second.reap_once()
+    assert sorted(queue.job_ids) == ["never-enqueued", "taken-by-the-dead", "waiting"]  # each once
+    assert store.ids_with_status(JobStatus.queued) == ["waiting", "never-enqueued", "taken-by-the-dead"]
+    time.sleep(0.4)
+    first.reap_once()
+    assert len(queue.job_ids) == 3  # entries that are queued are left alone
