@@ -5,8 +5,8 @@ replica that accepts an upload and the worker that runs its job may be on differ
   (footage/<job>/video) and the local copy is removed.
 - ``fetch`` (the worker): the video comes back into the worker's own spool folder.
 - ``remove`` (once the job ended): the video, here and in the store. The job's tracks stay.
-- tracks: written by the worker to its folder and to the store (footage/<job>/tracks.txt); read from the store
-  by whichever replica answers GET /jobs/{id}/tracks.
+- tracks: written by the worker to the store (footage/<job>/tracks.txt, through a local file it then removes);
+  read from the store by whichever replica answers GET /jobs/{id}/tracks.
 - orphans (a crash between the upload and the job, or a store that failed at ``remove``): videos of jobs that
   are not unfinished, older than the process less the shared store's grace, are removed at start-up.
 """
@@ -50,8 +50,15 @@ class MediaFootageFolders(FootageFolders):
             log.warning("the video of job %s stays until a start-up sweep: %s", job_id, error.message)
 
     def save_tracks(self, job_id: str, text: str) -> None:
-        write_text_atomically(self.tracks(job_id), text)
-        self.media.put_footage(job_id, self.tracks(job_id), name=TRACKS_FILE)
+        """Into the store only: the local file is a step of the upload (a worker keeps nothing of a job)."""
+        path = self.tracks(job_id)
+        write_text_atomically(path, text)
+        try:
+            self.media.put_footage(job_id, path, name=TRACKS_FILE)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                path.parent.rmdir()
 
     def read_tracks(self, job_id: str) -> str | None:
         data = self.media.backend.get(self.media.footage_key(job_id, TRACKS_FILE))

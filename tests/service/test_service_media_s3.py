@@ -239,3 +239,20 @@ def test_s3_stopped_mid_way_answers_503_and_leaves_no_record(tiny_model, tmp_pat
             assert_error(client.get("/tracklets/before"), 404, "not_found")
     finally:
         server.stop()
+
+
+def test_a_worker_keeps_no_footage_once_its_job_ended(backend, tmp_path):
+    """REID_JOB_QUEUE=redis with S3 media (`MediaFootageFolders`): the worker fetches the video into its own disk
+    and stores the job's tracks in the bucket; once the job ended it holds nothing of it (docker/README: a
+    worker holds nothing), while any replica still reads the tracks."""
+    from service.footage.media_spool import MediaFootageFolders
+
+    store = MediaStore(backend)
+    replica, worker = MediaFootageFolders(tmp_path / "replica", store), MediaFootageFolders(tmp_path / "worker", store)
+    replica.video("job-9").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(100))
+    replica.put("job-9")
+    assert worker.fetch("job-9").is_file()
+    worker.save_tracks("job-9", "1,1,0,0,10,20,1,-1,-1,-1\n")
+    worker.remove("job-9")
+    assert replica.read_tracks("job-9") == "1,1,0,0,10,20,1,-1,-1,-1\n"
+    assert [path for path in (tmp_path / "worker").rglob("*") if path.is_file()] == []
