@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", default="", help="candidates re-ordered exactly, one row each (empty: default)")
     parser.add_argument("--ef-searches", default="", help="HNSW efSearch values, one row each (empty: default)")
     parser.add_argument("--pause", default="", metavar="PATTERN",
-                        help="stop the processes whose command line matches PATTERN (pgrep -f) during each timed "
-                        "window of the index kinds, resuming them right after (a shared machine's background jobs)")
+                        help="stop the processes whose command line matches PATTERN (pgrep -f, a regex: write "
+                        "'[t]raining ablation' so that this command's own line does not match it) during each timed "
+                        "window, resuming them right after (a shared machine's background jobs)")
     parser.add_argument("--kind-queries", type=int, default=200, help="queries per index kind")
     parser.add_argument("--max-index-bytes", type=float, default=3e9,
                         help="skip a kind whose vectors would take more (flat 1M x 2048 is 8 GB)")
@@ -188,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     pause = NotPaused()
     if args.pause:
-        found = subprocess.run(["pgrep", "-f", args.pause], capture_output=True, text=True, check=False).stdout
-        pause = PausedDuringTiming([int(pid) for pid in found.split() if int(pid) not in _ancestors()])
+        def matching() -> list[int]:
+            found = subprocess.run(["pgrep", "-f", args.pause], capture_output=True, text=True, check=False).stdout
+            return [int(pid) for pid in found.split() if int(pid) not in _ancestors()]
+
+        pause = PausedDuringTiming(matching)
         log.info("pausing %s during timed windows", pause.pids)
     started = time.perf_counter()
 

@@ -86,7 +86,8 @@ def _chunks_of(data: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 
 
 def exact_top(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k row ids per query, streaming over float16 data in chunks."""
+    """Exact top-k row ids per query, streaming over float16 data in chunks (each chunk's k best by
+    argpartition, merged with the best so far)."""
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     best_distances = np.zeros((len(queries), 0), dtype=np.float64)
     query_norms = (queries.astype(np.float64) ** 2).sum(1)
@@ -94,9 +95,9 @@ def exact_top(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
         block = data[start : start + _CHUNK].astype(np.float32)
         norms = np.einsum("ij,ij->i", block, block).astype(np.float64)
         distances = query_norms[:, None] + norms[None] - 2.0 * (queries @ block.T)
-        ids = np.broadcast_to(np.arange(start, start + len(block)), distances.shape)
-        best_ids = np.concatenate([best_ids, ids], axis=1)
-        best_distances = np.concatenate([best_distances, distances], axis=1)
+        kept = np.argpartition(distances, min(k, distances.shape[1] - 1), axis=1)[:, : k + 1]
+        best_ids = np.concatenate([best_ids, kept + start], axis=1)
+        best_distances = np.concatenate([best_distances, np.take_along_axis(distances, kept, 1)], axis=1)
         keep = np.argsort(best_distances, axis=1, kind="stable")[:, :k]
         best_ids = np.take_along_axis(best_ids, keep, 1)
         best_distances = np.take_along_axis(best_distances, keep, 1)

@@ -8,7 +8,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,10 +41,14 @@ class PausedDuringTiming:
     and `resume` (also registered with atexit) leaves them running whatever happens.
     """
 
-    def __init__(self, pids: list[int], max_window_s: float = 240.0, max_total_s: float = 1080.0):
+    def __init__(self, pids: list[int] | Callable[[], list[int]], max_window_s: float = 240.0,
+                 max_total_s: float = 1080.0):
         import atexit
 
-        self.pids = list(pids)
+        # A callable is asked again at each window (the background jobs may have been restarted since).
+        self._find = pids if callable(pids) else (lambda: list(pids))
+        self.pids = self._find()
+        self.seen: set[int] = set(self.pids)
         self.max_window_s, self.max_total_s = max_window_s, max_total_s
         self.windows: list[tuple[str, float]] = []
         self._stopped = False
@@ -67,6 +71,8 @@ class PausedDuringTiming:
 
     @contextlib.contextmanager
     def window(self) -> Iterator[None]:
+        self.pids = self._find()
+        self.seen.update(self.pids)
         if not self.pids or self.total_s() >= self.max_total_s:
             yield
             return

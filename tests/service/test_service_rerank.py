@@ -189,3 +189,13 @@ def test_concurrent_queries_share_index_calls(tmp_path):
     assert sizes == [1, 8]  # nine queries in two index calls
     for number in range(9):
         assert results[number][0] == f"t{number}"
+
+
+def test_the_service_runs_numpy_blas_on_one_thread():
+    from threadpoolctl import threadpool_info
+
+    from service.search.searcher import single_threaded_blas
+
+    single_threaded_blas()
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
