@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-max-size", type=int, default=100_000,
                         help="also time the SQLite-backed SqliteGallery up to this size")
     parser.add_argument("--kind-sizes", default="100000:2048,1000000:2048",
-                        help="size:dim pairs for the index kinds (empty: skip)")
+                        help="size:dim pairs for the index kinds (empty: skip); size:dim:kind+kind... runs only "
+                        "those kinds at that size")
     parser.add_argument("--kinds", default="flat,ivf-sq8,ivf-fp16,hnsw", help="index kinds compared")
     parser.add_argument("--nprobes", default="16,48,128", help="IVF lists searched, one row each")
     parser.add_argument("--nlists", default="", help="IVF list counts, one build each (empty: the service's default)")
@@ -214,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         service_result = bench_service_search(size, dim, args.queries, args.work_dir, pause=pause)
         write()
     for item in filter(None, args.kind_sizes.split(",")):
-        size, dim = (int(part) for part in item.split(":"))
-        kind_results += bench_kinds(size, dim, args.kind_queries, args.kinds.split(","), int(args.max_index_bytes),
+        size, dim, *only = item.split(":")
+        kinds = only[0].split("+") if only else args.kinds.split(",")
+        size, dim = int(size), int(dim)
+        kind_results += bench_kinds(size, dim, args.kind_queries, kinds, int(args.max_index_bytes),
                                     args.hnsw_max_size, _ints(args.nprobes), _ints(args.nlists) or None,
                                     _ints(args.candidates) or None, _ints(args.ef_searches) or None, pause)
         write()

@@ -139,11 +139,10 @@ def bench_kinds(size: int, dim: int, queries: int, kinds: list[str], max_index_b
     query_vectors = source.queries(queries)
     truth = exact_top(data, query_vectors, TOP_K)
     log.info("generated with the exact top-%d in %.0f s", TOP_K, time.perf_counter() - started)
-    candidates = candidates or [IndexOptions().candidates(TOP_K)]
     results = []
     for name in kinds:
         kind, _, storage = name.partition("-")
-        bytes_per_value = {"flat": 4, "fp16": 2}.get(storage or kind, 1)
+        bytes_per_value = {"flat": 4, "fp16": 2, "pq": 0.5}.get(storage or kind, 1)
         if size * dim * bytes_per_value > max_index_bytes:
             log.info("skipping %s at %d x %d (%.1f GB)", name, size, dim, size * dim * bytes_per_value / 1e9)
             continue
@@ -160,17 +159,18 @@ def bench_kinds(size: int, dim: int, queries: int, kinds: list[str], max_index_b
             build_s = time.perf_counter() - started
             log.info("built in %.0f s", build_s)
             bytes_per_tracklet = index.memory_bytes() / size
+            counts = candidates or [options.candidates(TOP_K, index.kind)]
             if kind == "flat":
                 settings = [(options, "IndexFlatL2, exact", TOP_K)]
             elif kind == "ivf":
                 settings = [(dataclasses.replace(options, ivf_nprobe=nprobe),
                              f"nlist {options.lists(size)}, nprobe {nprobe}, {options.ivf_storage}, "
                              f"{wanted} candidates",
-                             wanted) for nprobe in nprobes for wanted in candidates]
+                             wanted) for nprobe in nprobes for wanted in counts]
             else:
                 settings = [(dataclasses.replace(options, hnsw_ef_search=ef),
                              f"M {options.hnsw_m}, efSearch {ef}, sq8, {wanted} candidates", wanted)
-                            for ef in (ef_searches or [options.hnsw_ef_search]) for wanted in candidates]
+                            for ef in (ef_searches or [options.hnsw_ef_search]) for wanted in counts]
             for searched, label, wanted in settings:
                 index.options = searched
                 result = KindResult(name, size, dim, label, build_s, bytes_per_tracklet)

@@ -60,8 +60,10 @@ class Settings(BaseSettings):
         description="REID_INDEX=auto: flat (exact) below this many tracklets, ivf from it on (bench/bench_gallery.md: "
         "at 100,000 x 2048 one flat query took 125 ms, an 8-bit ivf 21 ms at recall@10 0.96, 86 ms at 1.0).",
     )
-    index_ivf_storage: Literal["sq8", "fp16", "flat"] = Field(
-        "sq8", description="IVF vector storage: sq8 (1 byte per dimension), fp16 (2), flat (4, exact distances)."
+    index_ivf_storage: Literal["pq", "sq8", "fp16", "flat"] = Field(
+        "sq8", description="IVF vector storage: pq (4-bit product quantisation, half a byte per dimension, SIMD scan; "
+        "dim a multiple of 8), sq8 (1 byte per dimension), fp16 (2), flat (4, exact distances). Candidates are "
+        "re-ordered by their exact distances (pq: at least 100)."
     )
     index_min_train_size: int = Field(
         20_000, ge=1000, description="Fewest tracklets an ivf or hnsw index is trained on; below, it is flat (exact)."

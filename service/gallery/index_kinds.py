@@ -1,11 +1,11 @@
 """The kinds of FAISS index the gallery can search (``REID_INDEX``), and how FAISS is called.
 
 - ``flat``: IndexIDMap2 over IndexFlatL2, exact.
-- ``ivf``: IndexIVFScalarQuantizer (8-bit or fp16 storage, or IndexIVFFlat), trained by k-means on the
-  gallery's own vectors. Below ``min_train_size`` vectors there is too little to train on, so the index
-  stays flat (exact); past it, it is trained with nlist ~ 4 sqrt(n) (`ivf_list_count`), and retrained
-  (rebuilt from SQLite, with more lists) each time the gallery has grown ``retrain_growth`` times since,
-  so the lists stay balanced and short.
+- ``ivf``: IndexIVFScalarQuantizer (8-bit or fp16 storage), IndexIVFPQFastScan (4-bit PQ) or IndexIVFFlat,
+  trained by k-means on the gallery's own vectors. Below ``min_train_size`` vectors there is too little to
+  train on, so the index stays flat (exact); past it, it is trained with nlist ~ 4 sqrt(n)
+  (`ivf_list_count`), and retrained (rebuilt from SQLite, with more lists) each time the gallery has grown
+  ``retrain_growth`` times since, so the lists stay balanced and short.
 - ``hnsw``: IndexHNSWSQ (8-bit storage, its ranges trained on the gallery) under IndexIDMap2, flat below
   ``min_train_size`` too. HNSW cannot remove vectors: deleted ids are masked by the selector of every
   search, and the graph is rebuilt once a fifth of it is deleted.
@@ -60,7 +60,8 @@ class IndexOptions:
     kind: IndexKind = IndexKind.AUTO
     #: ``auto``: flat below this many tracklets, ivf from it on.
     auto_flat_below: int = 50_000
-    #: IVF storage: "sq8" (1 byte per dimension), "fp16" (2), "flat" (4, exact distances).
+    #: IVF storage: "pq" (4-bit product quantisation, half a byte per dimension, SIMD scan; needs dim % 8
+    #: == 0, else sq8), "sq8" (1 byte per dimension), "fp16" (2), "flat" (4, exact distances).
     ivf_storage: str = "sq8"
     #: IVF lists visited per query.
     ivf_nprobe: int = 256
@@ -82,9 +83,12 @@ class IndexOptions:
         """IVF lists of an index trained on ``size`` vectors."""
         return self.ivf_lists if self.ivf_lists > 0 else ivf_list_count(size)
 
-    def candidates(self, top_k: int) -> int:
-        """Candidates an approximate index is asked for to answer ``top_k``: they are re-ordered by their exact
-        distances (from the stored float32 embeddings) and the best top_k kept."""
+    def candidates(self, top_k: int, kind: IndexKind) -> int:
+        """Candidates an approximate index of ``kind`` is asked for to answer ``top_k``: they are re-ordered
+        by their exact distances (from the stored float32 embeddings) and the best top_k kept."""
+        if kind is IndexKind.IVF and self.ivf_storage == "pq":
+            # PQ distances are coarse: the true top_k lie further down its order (bench/bench_gallery.md).
+            return max(self.refine_candidates, 10 * top_k, 100)
         return max(self.refine_candidates, 2 * top_k)
 
     def resolved_kind(self, size: int) -> IndexKind:
@@ -116,7 +120,11 @@ def new_index(kind: IndexKind, dim: int, size: int, options: IndexOptions) -> fa
         quantizer = faiss.IndexFlatL2(dim)
         lists = options.lists(size)
         storage = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}.get(options.ivf_storage)
-        if storage is None:
+        if options.ivf_storage == "pq" and dim % 8 == 0:
+            # 4-bit product quantisation of dim/4 sub-vectors (half a byte per dimension), scanned with SIMD
+            # look-up tables ("fast scan"); coarse, so `candidates` asks for more to re-order exactly.
+            index = faiss.IndexIVFPQFastScan(quantizer, dim, lists, dim // 4, 4, faiss.METRIC_L2)
+        elif storage is None:
             index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_L2)
         else:
             index = faiss.IndexIVFScalarQuantizer(quantizer, dim, lists, storage, faiss.METRIC_L2)

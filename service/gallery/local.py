@@ -180,7 +180,7 @@ class SqliteGallery:
             if passing == 0:
                 return [[] for _ in queries]
             exact = self.index.kind is IndexKind.FLAT
-            wanted = min(passing, top_k if exact else self.index.options.candidates(top_k))
+            wanted = min(passing, top_k if exact else self.index.options.candidates(top_k, self.index.kind))
             distances, row_ids = self.index.search(queries, wanted, selector, available=passing)
             ranked = [
                 [(int(row_id), float(distance)) for row_id, distance in zip(id_row, distance_row, strict=True)

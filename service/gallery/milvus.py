@@ -89,7 +89,8 @@ def milvus_index(options: IndexOptions, size: int) -> tuple[str, dict[str, Any],
         return "FLAT", {}, {}
     if kind is IndexKind.IVF:
         # Milvus has no fp16 IVF storage: fp16 and flat both store float32 vectors (IVF_FLAT).
-        index_type = "IVF_SQ8" if options.ivf_storage == "sq8" else "IVF_FLAT"
+        # Milvus' IVF_PQ takes other parameters than FAISS' 4-bit fast scan: pq is served by its 8-bit IVF.
+        index_type = "IVF_SQ8" if options.ivf_storage in ("sq8", "pq") else "IVF_FLAT"
         return index_type, {"nlist": IVF_LISTS}, {"nprobe": min(options.ivf_nprobe, IVF_LISTS)}
     return "HNSW", {"M": options.hnsw_m, "efConstruction": _HNSW_EF_CONSTRUCTION}, {"ef": options.hnsw_ef_search}
 

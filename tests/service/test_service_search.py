@@ -35,6 +35,7 @@ KINDS = {
     "ivf-exhaustive": IndexOptions(kind=IndexKind.IVF, ivf_storage="flat", min_train_size=1000,
                                    ivf_nprobe=ivf_list_count(SIZE)),
     "ivf-sq8": IndexOptions(kind=IndexKind.IVF, ivf_storage="sq8", min_train_size=1000, ivf_nprobe=8),
+    "ivf-pq": IndexOptions(kind=IndexKind.IVF, ivf_storage="pq", min_train_size=1000, ivf_nprobe=8),
     "hnsw": IndexOptions(kind=IndexKind.HNSW, min_train_size=1000, hnsw_ef_search=400),
 }
 #: The same searches on the Milvus backend (Milvus Lite), as the Milvus index of each kind.
@@ -78,7 +79,7 @@ def same_index_restricted(store, records, vectors, query, top_k, tracklet_filter
     would not have found."""
     passing = sum(tracklet_filter.matches(record) for record in records)
     options = store.index.options
-    wanted = min(passing, options.candidates(top_k))
+    wanted = min(passing, options.candidates(top_k, store.index.kind))
     nprobe = options.ivf_nprobe
     try:
         while True:
@@ -137,9 +138,9 @@ def test_filtered_top_k_equals_brute_force_restricted_to_the_filter(gallery, fil
         got = [match.record.id for match in matches]
         assert all(tracklet_filter.matches(match.record) for match in matches)
         assert len(got) == len(expected)
-        if name == "ivf-sq8":
-            # 8-bit storage visiting 8 of the 16 lists is approximate, but the filter adds no error of its own:
-            # the answer is exactly the same index's unfiltered ranking restricted to the passing records.
+        if name in ("ivf-sq8", "ivf-pq"):
+            # 8-bit (or 4-bit PQ) storage visiting 8 of the 16 lists is approximate, but the filter adds no error
+            # of its own: the answer is exactly the same index's unfiltered ranking restricted to the passing records.
             assert got == same_index_restricted(store, records, vectors, query, 15, tracklet_filter)
             recalls.append(len(set(got) & set(expected)) / len(expected) if expected else 1.0)
         else:
