@@ -69,6 +69,14 @@ redis.call('SADD', key .. ':pending', ARGV[3])
 return 1
 """
 
+# ARGV: prefix, job id, result JSON. 1: listed; 0: the job is not running (or is being reaped): not listed.
+_ADD_QUERY_RESULT = """
+local key = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('HGET', key, 'status') ~= 'running' or redis.call('HEXISTS', key, 'reaping') == 1 then return 0 end
+redis.call('RPUSH', key .. ':results', ARGV[3])
+return 1
+"""
+
 # ARGV: prefix, job id, tracklet id, result JSON ("" when the enroll did not commit).
 # 1: the job lists the tracklet (now, or already, settled by a reaper); 0: it does not.
 _SETTLE = """
@@ -115,6 +123,7 @@ class RedisJobStore:
         self.prefix = prefix
         self._transition = client.register_script(_TRANSITION)
         self._mark_pending = client.register_script(_MARK_PENDING)
+        self._add_query_result = client.register_script(_ADD_QUERY_RESULT)
         self._settle = client.register_script(_SETTLE)
         self._begin_reap = client.register_script(_BEGIN_REAP)
 
@@ -234,7 +243,13 @@ class RedisJobStore:
 
     @_unavailable
     def add_query_result(self, job_id: str, result: dict[str, Any]) -> None:
-        self.redis.rpush(f"{self._key(job_id)}:results", json.dumps({"kind": "query", "payload": result}))
+        """Lists one searched tracklet; JobStopped (the job was declared lost) when the job is no longer running
+        here, so a failed job's list stays what its error says."""
+        from service.footage.runner import JobStopped
+        from service.footage.work import LOST_REASON
+
+        if not self._add_query_result(args=[self.prefix, job_id, json.dumps({"kind": "query", "payload": result})]):
+            raise JobStopped(LOST_REASON)
 
     @_unavailable
     def finish(

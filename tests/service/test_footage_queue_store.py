@@ -35,7 +35,8 @@ def test_life_of_a_job_and_its_results(redis_url):
     assert store.settle_pending("a", "t2", None) is False  # the enroll failed: not listed
     store.update_progress("a", JobProgress(frames_processed=7, tracks=2, tracklets=2, fps=3.5))
     store.add_warning("a", "truncated")
-    store.add_query_result("b", {"track_id": 1, "matches": []})
+    with pytest.raises(JobStopped):  # results come from the worker running a job, never to a queued one
+        store.add_query_result("b", {"track_id": 1, "matches": []})
     assert not store.cancel_requested("a")
     store.finish("a", JobStatus.done)
     store.finish("a", JobStatus.failed, "too late")  # a finished job keeps its status
@@ -45,7 +46,7 @@ def test_life_of_a_job_and_its_results(redis_url):
     # frames_total kept from the upload's probe when a progress update does not know it
     assert (job.progress.frames_processed, job.progress.frames_total, job.progress.fps) == (7, 90, 3.5)
     assert job.started_at >= job.created_at and job.finished_at >= job.started_at
-    assert store.get("b").queries == [{"track_id": 1, "matches": []}]
+    assert store.get("b").queries == []
     assert store.cancel_if_queued("b") and store.get("b").status is JobStatus.cancelled
     assert not store.cancel_if_queued("b") and not store.request_cancel("b")
     jobs, total = store.list(None, 0, 10)
@@ -158,3 +159,17 @@ def test_a_queued_job_whose_queue_entry_was_lost_is_queued_again_once(redis_url)
     time.sleep(0.4)
     first.reap_once()
     assert len(queue.job_ids) == 3  # entries that are queued are left alone
+
+
+def test_a_reaped_query_job_lists_no_result_found_after_it_was_failed(redis_url):
+    """A query job's worker cut off from Redis long enough to be declared lost: its job is failed, saying how many
+    tracklets it searched; the worker, back, must not add results to it (it stops instead)."""
+    store = RedisJobStore(redis_client(redis_url))
+    new_job(store, "q", JobMode.query)
+    store.start("q")
+    store.add_query_result("q", {"track_id": 1, "matches": []})
+    assert RedisJobStore(redis_client(redis_url)).reap("q", "The worker died", lambda _: None)
+    with pytest.raises(JobStopped):
+        store.add_query_result("q", {"track_id": 2, "matches": []})
+    job = store.get("q")
+    assert job.queries == [{"track_id": 1, "matches": []}] and "its 1 searched tracklets" in job.error
