@@ -23,7 +23,9 @@ Order of writes, so that a record never lacks its media and media never outlives
   written before this process started, and on a shared store (S3, written by every replica, or a data
   directory shared by replicas and workers under REID_JOB_QUEUE=redis) an hour before,
   so that no enroll still in progress here or on another replica loses its media.
-- a replace that fails may leave the new frames beside the old record (a rare, harmless mismatch).
+- a replace writes the new pictures over the old keys before it clears anything, so one that fails leaves the
+  old record a whole set of pictures, some perhaps already the new ones (a rare, harmless mismatch), never
+  none.
 
 Attention overlays are rendered from the stored frames on request rather than at enroll time: an enroll
 then costs one JPEG per frame and nothing more, and an overlay is computed once per tracklet and

@@ -114,9 +114,13 @@ class MediaStore:
     def write_media(self, tracklet_id: str, thumbnail_rgb: np.ndarray | None,
                     frames_rgb: np.ndarray | None) -> tuple[bool, int]:
         """Stores a tracklet's thumbnail and frames (either may be None; each only when kept), the frames
-        replacing any earlier ones and their overlays; (thumbnail stored, frames stored). On failure (507 /
-        503, the storage, not the request) the frames of this call are removed where they can be; what cannot
-        (the store went away) no record claims, and the start-up sweep removes it."""
+        replacing any earlier ones and their overlays; (thumbnail stored, frames stored).
+
+        The new pictures are written over the old keys first, and only then are the old frames beyond the new
+        count and the overlays (rendered from the old frames) removed: a replace that fails mid-way (507 / 503,
+        the storage, not the request) leaves the old record a whole set of pictures (some perhaps already the
+        new ones), never none. What a failed first enroll wrote no record claims: `add_with_media` removes
+        it, or the start-up sweep when the store went away."""
         items: list[tuple[str, bytes]] = []
         frames_count = 0
         if frames_rgb is not None and self.store_frames:
@@ -133,18 +137,13 @@ class MediaStore:
             items.append((self.thumbnail_key(tracklet_id), encode_thumbnail(thumbnail_rgb)))
         if not items:
             return False, 0
-        try:
-            if frames_count:
-                self.backend.delete_prefixes([self.attention_prefix(tracklet_id), self.frames_prefix(tracklet_id)])
-            self.backend.put_many(items)
-        except BaseException:
-            # The frames' folder was emptied first, so what is there is this call's. The thumbnail is not
-            # removed here: a replace's old one may still be there for the old record (`add_with_media`
-            # removes a new one when no record claims it).
-            if frames_count:
-                with contextlib.suppress(Exception):
-                    self.backend.delete_prefix(self.frames_prefix(tracklet_id))
-            raise
+        self.backend.put_many(items)
+        if frames_count:
+            written = {key for key, _ in items}
+            prefix = self.frames_prefix(tracklet_id)
+            for key in [key for key, _ in self.backend.list(prefix) if key not in written]:
+                self.backend.delete(key)  # frames of an earlier, longer set
+            self.backend.delete_prefix(self.attention_prefix(tracklet_id))
         return thumbnail, frames_count
 
     def frame_count(self, tracklet_id: str) -> int:

@@ -256,3 +256,22 @@ def test_a_worker_keeps_no_footage_once_its_job_ended(backend, tmp_path):
     worker.remove("job-9")
     assert replica.read_tracks("job-9") == "1,1,0,0,10,20,1,-1,-1,-1\n"
     assert [path for path in (tmp_path / "worker").rglob("*") if path.is_file()] == []
+
+
+def test_a_replace_whose_media_write_fails_leaves_the_old_record_its_pictures(tiny_model, tiny_card, tmp_path):
+    """POST /tracklets?replace=true when the media store fails mid-way (here a real write error on the local disk:
+    the thumbnail's temporary name is taken by a directory) answers 503 and keeps the old record; the old record
+    must still have its frames and thumbnail, not lose them to the failed replace."""
+    settings = Settings(model_path=tiny_model, data_dir=tmp_path / "gallery", device="cpu", intra_op_threads=1,
+                        max_wait_ms=1, _env_file=None)  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/tracklets", files=frames_upload(1), data={"tracklet_id": "bob"}).status_code == 201
+        old = client.get("/tracklets/bob").json()
+        (tmp_path / "gallery" / "thumbnails" / "bob.jpg.tmp").mkdir()
+        failed = client.post("/tracklets", files=frames_upload(2), data={"tracklet_id": "bob", "replace": "true"})
+        assert_error(failed, 503, "storage_unavailable")
+        assert client.get("/tracklets/bob").json() == old
+        count = tiny_card["num_frames"]
+        assert client.get("/tracklets/bob/frames").json()["count"] == count
+        assert all(client.get(f"/tracklets/bob/frames/{index}").status_code == 200 for index in range(count))
+        assert client.get("/tracklets/bob/thumbnail").status_code == 200
