@@ -61,6 +61,15 @@ def gallery_size_or_nan(gallery: Gallery) -> float:
         return float("nan")
 
 
+def unfinished_jobs_or_nan(footage: FootageService) -> float:
+    """Footage jobs queued or running, or NaN while their store cannot answer (Redis away): /metrics keeps
+    working then; the footage routes say why."""
+    try:
+        return footage.store.count_unfinished()
+    except StorageUnavailableError:
+        return float("nan")
+
+
 def decode_limits(settings: Settings) -> DecodeLimits:
     """The decoder's limits, read from the settings of the same names (declared once, in `Settings`)."""
     return DecodeLimits(**{limit.name: getattr(settings, limit.name) for limit in dataclasses.fields(DecodeLimits)})
@@ -135,7 +144,8 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
     metrics.add_gauge("reid_gallery_size", "Tracklets enrolled in the gallery (NaN while it is unreachable).",
                       lambda: gallery_size_or_nan(gallery))
     metrics.add_gauge("reid_embed_queue_depth", "Tracklets waiting for the embedder.", lambda: batcher.queue_depth)
-    metrics.add_gauge("reid_footage_jobs_unfinished", "Footage jobs queued or running.", footage.store.count_unfinished)
+    metrics.add_gauge("reid_footage_jobs_unfinished", "Footage jobs queued or running (NaN while their store is "
+                      "unreachable).", lambda: unfinished_jobs_or_nan(footage))
     metrics.add_info(
         "reid_model_info", "The loaded model and where it runs (value is always 1).",
         {"model_version": card.model_version, "device": embedder.device, "index_device": gallery.index_device},

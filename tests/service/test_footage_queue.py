@@ -206,3 +206,26 @@ def test_the_local_default_needs_no_redis(tiny_model, tmp_path, short_footage):
         done = wait_for_job(client, submit(client, short_footage, "cam-l"))
         assert done["status"] == "done" and len(done["result"]["tracklets"]) == 2
         assert isinstance(client.app.state.service.footage.store, JobStore)  # the SQLite table
+
+
+def test_redis_going_away_leaves_metrics_and_the_gallery_working(tiny_model, tmp_path, milvus_server, redis_server):
+    """Redis unreachable: the footage routes answer 503 with the reason; /metrics still answers (the unfinished
+    jobs gauge reads NaN, like the gallery size while Milvus is away) and enroll does not need Redis."""
+    from redis_server import RedisServer
+    from test_service_api import assert_error
+    from test_service_media_s3 import frames_upload
+
+    server = RedisServer(redis_server.executable, tmp_path / "redis").start()
+    settings = Settings(model_path=tiny_model, data_dir=tmp_path / "data", device="cpu", intra_op_threads=1,
+                        max_wait_ms=2, job_queue="redis", redis_url=server.url, gallery_backend="milvus",
+                        milvus_uri=milvus_server.uri, milvus_collection="redis_away", _env_file=None)  # fmt: skip
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert "reid_footage_jobs_unfinished 0.0" in client.get("/metrics").text
+            server.stop()
+            assert "Redis" in assert_error(client.get("/jobs"), 503, "storage_unavailable")["message"]
+            metrics = client.get("/metrics")
+            assert metrics.status_code == 200 and "reid_footage_jobs_unfinished NaN" in metrics.text
+            assert client.post("/tracklets", files=frames_upload(1), data={"tracklet_id": "a"}).status_code == 201
+    finally:
+        server.stop()
