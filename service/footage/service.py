@@ -104,7 +104,13 @@ class FootageService:
                 "Lite .db file)"
             )
         started = time.time()
-        self.store = RedisJobStore(redis_client(settings.redis_url))
+        try:
+            client = redis_client(settings.redis_url)
+        except ValueError as error:  # not a URL redis-py reads (the message names no password)
+            raise StartupError(
+                f"REID_REDIS_URL is not a Redis URL (redis://[:password@]host:port/db): {error}"
+            ) from None
+        self.store = RedisJobStore(client)
         try:
             unfinished = {*self.store.ids_with_status(JobStatus.queued), *self.store.ids_with_status(JobStatus.running)}
         except ServiceError as error:

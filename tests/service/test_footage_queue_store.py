@@ -173,3 +173,17 @@ def test_a_reaped_query_job_lists_no_result_found_after_it_was_failed(redis_url)
         store.add_query_result("q", {"track_id": 2, "matches": []})
     job = store.get("q")
     assert job.queries == [{"track_id": 1, "matches": []}] and "its 1 searched tracklets" in job.error
+
+
+def test_a_malformed_redis_url_stops_the_start_with_the_reason(tmp_path):
+    """REID_REDIS_URL that is not a Redis URL: a one-line StartupError naming the setting, not a traceback."""
+    from types import SimpleNamespace
+
+    from service.errors import StartupError
+    from service.footage.service import FootageService
+
+    for url in ("localhost:6379", "redis://host:port/0"):
+        settings = SimpleNamespace(job_queue="redis", gallery_backend="milvus", milvus_uri="http://milvus:19530",
+                                   redis_url=url, data_dir=tmp_path, job_heartbeat_s=1.0, footage_queue_size=4)
+        with pytest.raises(StartupError, match="REID_REDIS_URL"):
+            FootageService(settings, None, None, enroll=None, search=None, enrolled_record=lambda _: None)
