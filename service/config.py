@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     index_auto_flat_below: int = Field(
         50_000, ge=0,
         description="REID_INDEX=auto: flat (exact) below this many tracklets, ivf from it on (bench/bench_gallery.md: "
-        "at 100,000 x 2048 one flat query took 125 ms, an 8-bit ivf 21 ms at recall@10 0.96, 86 ms at 1.0).",
+        "one flat query reads the whole gallery, 125-144 ms at 100,000 x 2048 on two shared cores).",
     )
     index_ivf_storage: Literal["pq", "sq8", "fp16", "flat"] = Field(
         "sq8", description="IVF vector storage: pq (4-bit product quantisation, half a byte per dimension, SIMD scan; "
@@ -69,8 +69,9 @@ class Settings(BaseSettings):
         20_000, ge=1000, description="Fewest tracklets an ivf or hnsw index is trained on; below, it is flat (exact)."
     )
     index_nprobe: int = Field(
-        256, ge=1, description="IVF lists searched per query (more: higher recall, slower; 256 of the 1024 lists of "
-        "a 1M gallery gave recall@10 0.989 in bench/bench_gallery.md)."
+        512, ge=1, description="IVF lists searched per query (more: higher recall, slower). With ~4 sqrt(n) lists, "
+        "512 is an eighth of the 4096 lists of a 1M gallery: recall@10 0.990 there in bench/bench_gallery.md "
+        "(256: 0.969); smaller galleries have fewer lists, so 512 searches a larger share of them."
     )
     index_hnsw_ef_search: int = Field(
         128, ge=1, description="HNSW candidate list size per query (more: higher recall, slower)."

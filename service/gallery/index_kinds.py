@@ -63,8 +63,8 @@ class IndexOptions:
     #: IVF storage: "pq" (4-bit product quantisation, half a byte per dimension, SIMD scan; needs dim % 8
     #: == 0, else sq8), "sq8" (1 byte per dimension), "fp16" (2), "flat" (4, exact distances).
     ivf_storage: str = "sq8"
-    #: IVF lists visited per query.
-    ivf_nprobe: int = 256
+    #: IVF lists visited per query (an eighth of the 4096 lists at 1M: recall@10 0.990, bench/bench_gallery.md).
+    ivf_nprobe: int = 512
     #: IVF lists (k-means centroids); 0: `ivf_list_count` of the size trained on.
     ivf_lists: int = 0
     #: Approximate kinds: fewest candidates asked of the index, re-ordered by exact distance (see `candidates`).
