@@ -147,13 +147,27 @@ class LocalMediaBackend:
             raise StorageUnavailableError(f"The media in {self.root} cannot be read right now ({error}).") from None
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise self._removal_error(error) from None
 
     def delete_prefix(self, prefix: str) -> None:
         folder = self.path(prefix.rstrip("/"))
-        with contextlib.suppress(FileNotFoundError):
+        try:
             shutil.rmtree(folder)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise self._removal_error(error) from None
+
+    def _removal_error(self, error: OSError) -> StorageUnavailableError:
+        """A file that cannot be removed (a failing disk, a damaged data directory): 503, never a 500."""
+        return StorageUnavailableError(
+            f"The media in {self.root} cannot be removed right now ({error.strerror or error}); retry later."
+        )
 
     def list(self, prefix: str) -> Iterator[tuple[str, float]]:
         folder = self.path(prefix.rstrip("/"))

@@ -275,3 +275,20 @@ def test_a_replace_whose_media_write_fails_leaves_the_old_record_its_pictures(ti
         assert client.get("/tracklets/bob/frames").json()["count"] == count
         assert all(client.get(f"/tracklets/bob/frames/{index}").status_code == 200 for index in range(count))
         assert client.get("/tracklets/bob/thumbnail").status_code == 200
+
+
+def test_a_local_media_error_on_delete_is_not_a_500(tiny_model, tmp_path):
+    """DELETE /tracklets/{id} when the local media store fails to remove a file (a real OS error: the frames'
+    folder is a plain file, as a damaged data directory may have it): the record is gone and the answer is 204,
+    the media left to the start-up sweep, as when S3 is away; never a 500."""
+    import shutil
+
+    settings = Settings(model_path=tiny_model, data_dir=tmp_path / "gallery", device="cpu", intra_op_threads=1,
+                        max_wait_ms=1, _env_file=None)  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/tracklets", files=frames_upload(1), data={"tracklet_id": "carol"}).status_code == 201
+        frames = tmp_path / "gallery" / "frames" / "carol"
+        shutil.rmtree(frames)
+        frames.write_bytes(b"not a folder")
+        assert client.delete("/tracklets/carol").status_code == 204
+        assert_error(client.get("/tracklets/carol"), 404, "not_found")
