@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, help="dataset folder (default: the run's)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "fp16"])
     parser.add_argument("--calibration-tracklets", type=int, default=32)
+    parser.add_argument("--mode", help="test-time mode (default: the run's)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "reid-bench-agreement")
     parser.add_argument("--out", type=Path, default=Path("bench/precision.md"))
@@ -56,7 +57,8 @@ def main() -> None:
                      calibration_count=args.calibration_tracklets)
         export_seconds[precision] = time.perf_counter() - started
         reports[precision] = evaluate_onnx(path, checkpoint=args.checkpoint, dataset_root=args.data_root,
-                                           output_dir=args.work_dir / f"eval-{precision}", threads=args.threads,
+                                           output_dir=args.work_dir / f"eval-{precision}", mode=args.mode,
+                                           threads=args.threads,
                                            progress=False)
         loads.append(load_average())
         log.info("%s: %s", precision, reports[precision].metrics)
@@ -66,7 +68,7 @@ def main() -> None:
     state = load_checkpoint(args.checkpoint)
     reference = reports["fp32"]
     rows = []
-    if state.metrics is not None:
+    if state.metrics is not None and reference.mode == state.train_config().data.test_mode:
         trained = state.metrics
         rows.append(f"| PyTorch checkpoint (trainer's final evaluation) | {100 * trained.mAP:.2f} | "
                     f"{100 * trained.rank1:.2f} | {100 * trained.rank5:.2f} | "
@@ -96,12 +98,14 @@ def main() -> None:
         "Command:", "",
         "```bash",
         "PYTHONPATH=$PWD OMP_NUM_THREADS=2 nice -n 10 python bench/bench_precision_agreement.py \\",
-        f"    --checkpoint {args.checkpoint} --calibration {args.calibration}",
+        f"    --checkpoint {args.checkpoint} --calibration {args.calibration}"
+        + (f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "int8", "fp16"] else "")
+        + (f" --mode {args.mode}" if args.mode else ""),
         "```", "",
         "Each model alone: `python -m training evaluate --onnx MODEL.onnx` (its card names the checkpoint).",
     ])
     write_section(args.out, f"Agreement through the evaluation: {first.model.split(' (')[0]} trained "
-                            f"{first.epoch} epochs ({args.checkpoint.name})", body)
+                            f"{first.epoch} epochs ({args.checkpoint.name}), {first.mode}", body)
     print(body)
     print("export seconds:", {key: round(value) for key, value in export_seconds.items()})
 
