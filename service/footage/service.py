@@ -19,6 +19,7 @@ from service.footage.runner import FootageJobRunner
 from service.footage.work import FootageFolders, FootageJobBody
 from service.gallery import TrackletRecord
 from service.gallery.base import from_epoch_seconds
+from service.media import LocalMediaBackend
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ class FootageService:
         media: Any = None,
     ):
         self.settings = settings
-        if settings.job_queue == "redis" and media is not None and media.backend.shared:
+        # (A local backend is `shared` under the Redis queue too, by the processes of one host: they share the
+        # data directory, where the spool already is.)
+        if settings.job_queue == "redis" and media is not None and not isinstance(media.backend, LocalMediaBackend):
             # Workers on other hosts: uploads and tracks go through the shared media store (REID_MEDIA_BACKEND).
             from service.footage.media_spool import MediaFootageFolders
 

@@ -113,6 +113,7 @@ def test_a_starting_process_keeps_the_uploads_others_are_receiving(redis_url, tm
 
     from service.footage.service import FootageService
     from service.footage.work import FootageFolders
+    from service.media import MediaStore, open_backend
     from service.media.store import SHARED_SWEEP_GRACE_S
 
     folders = FootageFolders(tmp_path)
@@ -121,9 +122,13 @@ def test_a_starting_process_keeps_the_uploads_others_are_receiving(redis_url, tm
         written = time.time() - age_s
         os.utime(folders.video(job_id), (written, written))
     settings = SimpleNamespace(job_queue="redis", gallery_backend="milvus", milvus_uri="http://milvus:19530",
-                               redis_url=redis_url, data_dir=tmp_path, job_heartbeat_s=1.0, footage_queue_size=4)
-    service = FootageService(settings, None, None, enroll=None, search=None, enrolled_record=lambda _: None)
+                               redis_url=redis_url, data_dir=tmp_path, job_heartbeat_s=1.0, footage_queue_size=4,
+                               media_backend="local")  # fmt: skip
+    media = MediaStore(open_backend(settings))  # local media, shared by the processes of this host
+    service = FootageService(settings, None, None, enroll=None, search=None, enrolled_record=lambda _: None,
+                             media=media)  # fmt: skip
     service.close()
+    assert type(service.folders) is FootageFolders  # the files stay in the shared data directory's spool
     assert folders.video("being-probed").is_file() and not folders.video("abandoned").exists()
 
 
