@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import socket
 
 from service.app import configure_logging, load_or_exit, settings_or_exit
@@ -28,7 +29,7 @@ log = logging.getLogger("service.worker")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.worker",
                                      description="Run footage jobs from the Redis queue (REID_JOB_QUEUE=redis).")
-    parser.add_argument("--name", default=None, help="worker name shown by RQ (default: HOSTNAME.PID)")
+    parser.add_argument("--name", default=None, help="worker name shown by RQ (default: HOSTNAME.PID.RANDOM)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     mode.add_argument("--ping", action="store_true", help="exit 0 when a worker of this host is alive in Redis")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ping(settings.redis_url) else 1
     state = load_or_exit(settings)
     try:
-        name = args.name or f"{socket.gethostname()}.{os.getpid()}"
+        name = args.name or default_name()
         work(state.footage, settings.job_heartbeat_s, name=name, burst=args.burst)
     finally:
         state.close()
@@ -50,8 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def default_name() -> str:
+    """HOSTNAME.PID.RANDOM. The random part: a container that compose restarts after its worker was killed has
+    the same host name and PID (1), and RQ refuses to register a worker over the killed one's registration,
+    which looks alive until it expires (minutes); the restarted worker would exit until then."""
+    return f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
+
+
 def ping(redis_url: str) -> bool:
-    """Whether a worker named after this host (HOSTNAME.PID, the default) is registered in Redis: RQ drops
+    """Whether a worker named after this host (HOSTNAME.PID.RANDOM, the default) is registered in Redis: RQ drops
     a worker's registration once its heartbeats stop."""
     from rq import Worker
 

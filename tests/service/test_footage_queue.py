@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.milvus, pytest.mark.slow]
 
 
 class WorkerProcess:
-    """`python -m service.worker` with the test's settings (``name`` empty: its default, HOSTNAME.PID);
+    """`python -m service.worker` with the test's settings (``name`` empty: its default, HOSTNAME.PID.RANDOM);
     reaped by `worker_process`."""
 
     def __init__(self, model: Path, data_dir: Path, log_path: Path, name: str, **env: str):

@@ -192,3 +192,24 @@ def test_a_malformed_redis_url_stops_the_start_with_the_reason(tmp_path):
                                    redis_url=url, data_dir=tmp_path, job_heartbeat_s=1.0, footage_queue_size=4)
         with pytest.raises(StartupError, match="REID_REDIS_URL"):
             FootageService(settings, None, None, enroll=None, search=None, enrolled_record=lambda _: None)
+
+
+def test_a_restarted_worker_is_not_refused_by_the_registration_of_the_one_it_replaces(redis_url):
+    """compose restarts a killed worker container with the same host name and PID (1). The killed worker's RQ
+    registration (no death recorded) outlives it by up to two minutes, and RQ refuses to register a worker over a
+    live-looking one of the same name: the default name must differ at each start, and still be this host's
+    for `--ping`."""
+    import socket
+
+    from rq import Worker
+
+    from service.footage.queue import footage_queue
+    from service.worker import default_name, ping
+
+    queue = footage_queue(redis_url)
+    killed = Worker([queue], connection=queue.connection, name=default_name())
+    killed.register_birth()  # then SIGKILL: no death is recorded
+    restarted = Worker([queue], connection=queue.connection, name=default_name())
+    restarted.register_birth()
+    assert restarted.name != killed.name and restarted.name.startswith(f"{socket.gethostname()}.")
+    assert ping(redis_url)
