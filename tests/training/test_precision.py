@@ -86,6 +86,11 @@ def test_int8_quantises_the_convolutions_and_fp16_keeps_the_softmax_in_fp32(expo
     paths, _ = exports
     int8 = onnx.load(str(paths["int8"])).graph
     assert sum(node.op_type == "QuantizeLinear" for node in int8.node) > 10
+    # Every convolution reads dequantised weights but the stem, which stays fp32 (bench/precision.md).
+    produced_by = {output: node.op_type for node in int8.node for output in node.output}
+    convolutions = [node for node in int8.node if node.op_type == "Conv"]
+    dequantised = [produced_by.get(node.input[1]) == "DequantizeLinear" for node in convolutions]
+    assert dequantised[0] is False and all(dequantised[1:]), dequantised
     fp16 = onnx.shape_inference.infer_shapes(onnx.load(str(paths["fp16"])))
     types = {info.name: info.type.tensor_type.elem_type for info in
              [*fp16.graph.value_info, *fp16.graph.input, *fp16.graph.output]}
