@@ -109,12 +109,8 @@ def evaluate_checkpoint(
     config = state.train_config()
     if num_workers is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=num_workers))
-    mode = mode or config.data.test_mode
-    suffix = "_rerank" if rerank is not None else ""
-    output_dir = Path(output_dir) if output_dir else checkpoint_path.parent / f"eval_{mode}{suffix}"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    dataset = load_config_dataset(config, dataset_root)
-    log.info("%s", dataset.protocol)
+    mode, output_dir, dataset = _evaluation_setup(config, mode, rerank, output_dir,
+                                                  checkpoint_path.parent / "eval", dataset_root)  # fmt: skip
     model = state.build_model(resolve_device(device))
     label = model.config.label
     started = time.perf_counter()
@@ -168,12 +164,8 @@ def evaluate_onnx(
     if (config.model.height, config.model.width) != (card.height, card.width):
         raise ValueError(f"{onnx_path.name} takes {card.height}x{card.width} frames, the run "
                          f"{config.model.height}x{config.model.width}")
-    mode = mode or config.data.test_mode
-    suffix = "_rerank" if rerank is not None else ""
-    output_dir = Path(output_dir) if output_dir else onnx_path.parent / f"{onnx_path.stem}_eval_{mode}{suffix}"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    dataset = load_config_dataset(config, dataset_root)
-    log.info("%s", dataset.protocol)
+    default_prefix = onnx_path.parent / f"{onnx_path.stem}_eval"
+    mode, output_dir, dataset = _evaluation_setup(config, mode, rerank, output_dir, default_prefix, dataset_root)
     batch_size = batch_size or config.data.test_batch_size
     started = time.perf_counter()
     features = {
@@ -187,6 +179,19 @@ def evaluate_onnx(
                              output_dir, rerank, onnx=str(onnx_path), precision=card.precision)
     log.info("%s on %s (%s): %s", label, config.data.dataset, mode, format_metrics(result.metrics))
     return report
+
+
+def _evaluation_setup(config, mode: str | None, rerank: RerankParameters | None, output_dir: str | Path | None,
+                      default_prefix: Path, dataset_root: str | Path | None):
+    """The test-time mode (the run's by default), the output folder (``<default_prefix>_<mode>[_rerank]``
+    unless given; created) and the run's dataset, for both evaluation paths."""
+    mode = mode or config.data.test_mode
+    suffix = "_rerank" if rerank is not None else ""
+    output_dir = Path(output_dir) if output_dir else default_prefix.with_name(f"{default_prefix.name}_{mode}{suffix}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_config_dataset(config, dataset_root)
+    log.info("%s", dataset.protocol)
+    return mode, output_dir, dataset
 
 
 def top_k_overlap(reference: np.ndarray, other: np.ndarray, k: int = 10) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ import numpy as np
 from service.errors import ServiceBusyError
 from service.footage.jobs import Job, JobMode, JobProgress, JobStore
 from service.footage.runner import JobControl, JobStopped
+from service.media.backends import write_durably
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,7 @@ class FootageFolders:
 def write_text_atomically(path: Path, text: str) -> None:
     """Written to a temporary file and renamed, so a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    write_durably(path, text.encode())
 
 
 class FairEmbedder:
