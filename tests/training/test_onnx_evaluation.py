@@ -2,10 +2,10 @@
 (same metrics, same distances up to onnxruntime's rounding), in fp32 and int8, and the top-k overlap."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import CONFIGS, TINY  # the same tiny training budget as the CLI tests
 
 from models import ModelCard, card_path_for
 from training.cli import main
@@ -14,12 +14,6 @@ from training.run_evaluation import evaluate_checkpoint, evaluate_onnx, top_k_ov
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
-CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
-TINY = [
-    "device=cpu", "model.height=64", "model.width=32", "data.num_frames=2", "data.num_workers=0",
-    "data.test_batch_size=8", "sampler.num_identities=4", "sampler.tracklets_per_identity=2",
-    "optim.epochs=1", "optim.warmup_epochs=0", "optim.milestones=[]",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
