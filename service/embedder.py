@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models import CardError, ModelCard, card_path_for, model_version_of
+from service.cpu_features import cpu_flags, int8_advice, int8_dot_product
 from service.errors import StartupError
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,11 @@ class OnnxEmbedder:
         if CUDA_PROVIDER in requested and self.device != "cuda":
             log.warning("running on the CPU: %s", self.device_reason)
         self._check_graph()
+        flags = cpu_flags()
+        #: The CPU's int8 dot-product flag (GET /model), None without one or on a GPU session.
+        self.cpu_int8_dot_product = int8_dot_product(flags) if self.device == "cpu" else None
+        if self.card.precision == "int8" and self.device == "cpu" and (advice := int8_advice(flags)):
+            log.warning("model %s is int8, but %s", model_path, advice)
         log.info(
             "model %s (version %s, %s) on %s (%s): input %dx%d, T=%d, dim %d; providers %s",
             self.card.name, self.card.model_version, self.card.precision, self.device, self.device_reason,

@@ -110,6 +110,37 @@ def test_service_refuses_fp16_on_the_cpu_and_serves_int8(exports):
     assert embedder.embed(np.zeros((1, 4, 64, 32, 3), dtype=np.uint8)).shape == (1, 512)
 
 
+@pytest.mark.parametrize("flags, warned, found", [
+    ("fpu sse4_2 avx avx2 fma", True, None),  # AVX2 only: the first EPYC generation
+    ("fpu avx2 avx512f avx512_vnni", False, "avx512_vnni"),
+    ("fpu avx2 avx_vnni", False, "avx_vnni"),
+])
+def test_int8_on_a_cpu_without_dot_products_is_flagged(exports, tmp_path, monkeypatch, caplog, flags, warned, found):
+    import service.embedder
+    from service.cpu_features import cpu_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(service.embedder, "cpu_flags", lambda: cpu_flags(cpuinfo))
+    paths, _ = exports
+    with caplog.at_level("WARNING", logger="service.embedder"):
+        int8 = OnnxEmbedder(paths["int8"], device="cpu")
+        fp32 = OnnxEmbedder(paths["fp32"], device="cpu")
+    assert int8.cpu_int8_dot_product == fp32.cpu_int8_dot_product == found
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert ("no int8 dot-product" in " ".join(warnings)) is warned
+    assert all("is int8" in message for message in warnings)  # only the int8 model is warned about
+
+
+def test_cpu_flags_read_arm_features_and_tolerate_a_missing_file(tmp_path):
+    from service.cpu_features import cpu_flags, int8_advice, int8_dot_product
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
+    assert int8_dot_product(cpu_flags(cpuinfo)) == "asimddp" and int8_advice(cpu_flags(cpuinfo)) is None
+    assert cpu_flags(tmp_path / "missing") is None and int8_advice(None) is None
+
+
 def test_int8_without_calibration_is_refused(tmp_path, capsys):
     assert main([*SHAPE, "--out", str(tmp_path / "x.onnx"), "--precision", "int8"]) == 2
     assert "--calibration" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
