@@ -29,7 +29,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bench.bench_search import bench_kinds, bench_service_search, kinds_table, service_table
+from bench.bench_search import (
+    approximate_service_table,
+    bench_kinds,
+    bench_service_approximate,
+    bench_service_search,
+    kinds_table,
+    parse_index_options,
+    service_table,
+)
 from bench.machine import NotPaused, PausedDuringTiming, load_average, machine_description
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
 from service.gallery.index import VectorIndex
@@ -183,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hnsw-max-size", type=int, default=200_000, help="skip hnsw above this size (build time)")
     parser.add_argument("--service-size", default="100000:2048",
                         help="size:dim of the filtered / re-ranked / batched service search (empty: skip)")
+    parser.add_argument("--approximate-service", default="", metavar="SIZE:DIM",
+                        help="also time the service's store with an approximate index at this size (empty: skip)")
+    parser.add_argument("--approximate-options", default="kind=ivf,ivf_storage=pq,ivf_lists=4096,ivf_nprobe=1024,"
+                        "refine_candidates=1000", help="IndexOptions of --approximate-service, key=value,...")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_gallery.md"))
     args = parser.parse_args(argv)
@@ -199,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     results, kind_results = [], []
-    service_result = None
+    service_result = approximate_result = None
 
     def write(final: bool = False) -> None:
         # Written after every section, so an interrupted run still leaves what it measured.
         args.out.write_text(render(args, results, kind_results, service_result, load_before, started, final,
-                                   pause))
+                                   pause, approximate_result))
 
     for item in filter(None, args.sizes.split(",")):
         size, dim = (int(part) for part in item.split(":"))
@@ -221,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         kind_results += bench_kinds(size, dim, args.kind_queries, kinds, int(args.max_index_bytes),
                                     args.hnsw_max_size, _ints(args.nprobes), _ints(args.nlists) or None,
                                     _ints(args.candidates) or None, _ints(args.ef_searches) or None, pause)
+        write()
+    if args.approximate_service:
+        size, dim = (int(part) for part in args.approximate_service.split(":"))
+        approximate_result = bench_service_approximate(size, dim, args.kind_queries,
+                                                       parse_index_options(args.approximate_options), args.work_dir,
+                                                       pause)
         write()
     write(final=True)
     log.info("wrote %s", args.out)
@@ -244,7 +262,7 @@ def _ints(text: str) -> list[int]:
 
 
 def render(args, results, kind_results, service_result, load_before: str, started: float, final: bool,
-           pause: PausedDuringTiming | None = None) -> str:
+           pause: PausedDuringTiming | None = None, approximate_result=None) -> str:
     load_after = load_average()
     lines = [
         "# Gallery search: FAISS vs numpy, index kinds, filters, re-ranking, batching",
@@ -316,6 +334,9 @@ def render(args, results, kind_results, service_result, load_before: str, starte
         ]
     if service_result is not None:
         lines += ["", "## Filters, re-ranking and batching in the service", "", *service_table(service_result)]
+    if approximate_result is not None:
+        lines += ["", "## The service's store with an approximate index", "",
+                  *approximate_service_table(approximate_result)]
     lines.append("")
     return "\n".join(lines)
 

@@ -329,3 +329,110 @@ def service_table(result: ServiceSearchResult) -> list[str]:
         f"each, {result.batched_qps:.1f} queries/s batched (SearchBatcher): "
         f"x{result.batched_qps / result.sequential_qps:.1f}.",
     ]
+
+
+@dataclass
+class ApproximateServiceResult:
+    size: int
+    dim: int
+    settings: str
+    import_s: float
+    startup_s: float
+    plain: list[float]
+    plain_recall: float
+    one_camera: list[float]
+    one_camera_recall: float
+
+
+def parse_index_options(text: str) -> IndexOptions:
+    """``key=value,...`` over IndexOptions' fields (``kind=ivf,ivf_storage=pq,ivf_nprobe=1024``)."""
+    fields = {item.name: item.type for item in dataclasses.fields(IndexOptions)}
+    values: dict[str, object] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise ValueError(f"unknown index option {key!r} (one of {', '.join(fields)})")
+        values[key] = IndexKind(value) if key == "kind" else value if key == "ivf_storage" else (
+            float(value) if key == "retrain_growth" else int(value))
+    return IndexOptions(**values)
+
+
+def bench_service_approximate(size: int, dim: int, queries: int, options: IndexOptions, work_dir: Path,
+                              pause: PausedDuringTiming | None = None) -> ApproximateServiceResult:
+    """The service's own store (SqliteGallery behind the Searcher) with an approximate index, as a user
+    would run it: records and embeddings imported, then the gallery opened with ``options`` (the start-up
+    trains the index from SQLite), then single queries, plain and filtered to one camera of six, timed
+    end to end (FAISS, the exact re-ordering of the candidates read from SQLite, the records) with their
+    recall@10 against exact search over the same (filtered) vectors."""
+    source = PersonData(size, dim)  # the same data and queries as bench_kinds at this size
+    folder = Path(tempfile.mkdtemp(prefix="approximate-", dir=work_dir))
+    try:
+        flat = SqliteGallery(folder, dim, "bench", index_options=IndexOptions(kind=IndexKind.FLAT))
+        log.info("approximate service search: importing %d x %d", size, dim)
+        started = time.perf_counter()
+        for row_ids, vectors in source.chunks():
+            flat.add_many([TrackletRecord(id=f"t{i}", person_id=f"p{i // _PER_PERSON}", camera_id=f"c{i % 6}")
+                           for i in row_ids.tolist()], vectors)
+        import_s = time.perf_counter() - started
+        flat.close(snapshot=False)
+        del flat
+        gc.collect()
+        log.info("imported in %.0f s; opening with %s", import_s, options)
+        started = time.perf_counter()
+        gallery = ObservedGallery(SqliteGallery(folder, dim, "bench", index_options=options))
+        startup_s = time.perf_counter() - started
+        log.info("opened (index %s trained from SQLite) in %.0f s", gallery.index.kind.value, startup_s)
+        single_threaded_blas()  # as the service does at start-up
+        searcher = Searcher(gallery)
+        gallery.neighbours = searcher.neighbours
+        query_vectors = source.queries(queries)
+        data = source.all()
+        truth = exact_top(data, query_vectors, TOP_K)
+        camera_rows = np.arange(3, size, 6)
+        camera_truth = camera_rows[exact_top(data[camera_rows], query_vectors, TOP_K)]
+        del data
+        gc.collect()
+        one_camera = TrackletFilter(cameras=["c3"])
+
+        def run(tracklet_filter) -> tuple[list[float], list[list[int]]]:
+            searcher.search(query_vectors[0], TOP_K, tracklet_filter)
+            times, found = [], []
+            for query in query_vectors:
+                started = time.perf_counter()
+                hits = searcher.search(query, TOP_K, tracklet_filter)
+                times.append(time.perf_counter() - started)
+                found.append([int(hit.record.id[1:]) for hit in hits])
+            return times, found
+
+        with (pause or NotPaused()).window():
+            plain, plain_found = run(None)
+            filtered, filtered_found = run(one_camera)
+
+        def recall(found: list[list[int]], want: np.ndarray) -> float:
+            return float(np.mean([len(set(got) & set(row.tolist())) / TOP_K
+                                  for got, row in zip(found, want, strict=True)]))
+
+        settings = (f"{gallery.index.kind.value}, {options.ivf_storage}, nlist {options.lists(size)}, "
+                    f"nprobe {options.ivf_nprobe}, {options.candidates(TOP_K, gallery.index.kind)} candidates")
+        gallery.close(snapshot=False)
+        return ApproximateServiceResult(size, dim, settings, import_s, startup_s, plain, recall(plain_found, truth),
+                                        filtered, recall(filtered_found, camera_truth))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def approximate_service_table(result: ApproximateServiceResult) -> list[str]:
+    def cell(times: list[float]) -> str:
+        return f"{_percentile(times, 50):.1f} / {_percentile(times, 99):.1f}"
+
+    return [
+        f"SqliteGallery + Searcher (the service's objects; records and embeddings from SQLite) over "
+        f"{result.size:,} x {result.dim} person-clustered tracklets ({result.settings}), one query at a time, "
+        f"top-{TOP_K}. Import (flat index): {result.import_s:.0f} s; start-up training the index from SQLite: "
+        f"{result.startup_s:.0f} s.",
+        "",
+        "| query | p50 / p99 (ms) | recall@10 vs exact |",
+        "|---|---:|---:|",
+        f"| plain | {cell(result.plain)} | {result.plain_recall:.3f} |",
+        f"| one camera of six (`cameras=c3`) | {cell(result.one_camera)} | {result.one_camera_recall:.3f} |",
+    ]

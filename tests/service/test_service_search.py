@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import datetime, timezone
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from gallery_backends import GalleryOpener
 
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
+from service.gallery.base import is_empty_filter
 from service.gallery.index_kinds import IndexKind, IndexOptions, ivf_list_count
 
 DIM = 16
@@ -73,14 +75,17 @@ def brute_force(records, vectors, query, top_k, tracklet_filter) -> list[str]:
 
 def same_index_restricted(store, records, vectors, query, top_k, tracklet_filter) -> list[str]:
     """What a filtered search of an approximate IVF index must answer, built from the same index without
-    the filter: its unfiltered ranking over the lists it visits, restricted to the passing records, the
-    first `IndexOptions.candidates` of them (visiting 4x the lists while fewer pass, as `Index.search`
-    promises), re-ordered by exact distance, top_k kept. The filter may lose nothing the index itself
-    would not have found."""
+    the filter: its unfiltered ranking over the lists it visits (total/passing times nprobe of them when a
+    filter is given, so that as many passing vectors are scanned as without one), restricted to the passing
+    records, the first `IndexOptions.candidates` of them (visiting 4x the lists while fewer pass, as
+    `Index.search` promises), re-ordered by exact distance, top_k kept. The filter may lose nothing the
+    index itself would not have found."""
     passing = sum(tracklet_filter.matches(record) for record in records)
     options = store.index.options
     wanted = min(passing, options.candidates(top_k, store.index.kind))
     nprobe = options.ivf_nprobe
+    if passing and not is_empty_filter(tracklet_filter):
+        nprobe = min(store.index.lists, math.ceil(nprobe * len(store.index) / passing))
     try:
         while True:
             store.index.options = dataclasses.replace(options, ivf_nprobe=nprobe)
@@ -225,3 +230,32 @@ def test_ivf_is_flat_until_it_has_enough_vectors_then_retrained_as_it_grows(tmp_
         assert not flat.loaded_from_snapshot and flat.index.kind is IndexKind.FLAT and len(flat.index) == SIZE
     finally:
         flat.close()
+
+
+def test_a_selective_filter_visits_proportionally_more_lists_so_recall_does_not_drop(tmp_path):
+    """One camera of eight: an IVF search visiting nprobe lists would meet an eighth of the passing vectors
+    an unfiltered search meets, and lose most of the true top-10; the index visits 8x the lists instead."""
+    rng = np.random.default_rng(11)
+    centres = rng.normal(size=(400, DIM)).astype(np.float32)
+    vectors = (centres[np.arange(4000) // 10] + 0.3 * rng.normal(size=(4000, DIM))).astype(np.float32)
+    records = [TrackletRecord(id=f"t{index}", camera_id=f"c{index % 8}") for index in range(len(vectors))]
+    options = IndexOptions(kind=IndexKind.IVF, ivf_storage="flat", min_train_size=1000, ivf_nprobe=2)
+    store = SqliteGallery(tmp_path / "g", DIM, VERSION, index_options=options)
+    try:
+        store.add_many(records, vectors)
+        assert store.index.lists == 64
+        one_camera = TrackletFilter(cameras=["c5"])
+        queries = vectors[rng.choice(4000, 30, replace=False)] + 0.1 * rng.normal(size=(30, DIM)).astype(np.float32)
+        recalls = {}
+        for name, tracklet_filter in (("plain", TrackletFilter()), ("one camera", one_camera)):
+            answers = store.search(queries, 10, tracklet_filter)
+            recalls[name] = np.mean([
+                len({match.record.id for match in matches} & set(brute_force(records, vectors, query, 10,
+                                                                              tracklet_filter))) / 10
+                for query, matches in zip(queries, answers, strict=True)
+            ])
+        # Measured: plain 0.97, one camera 0.91 (its true top-10 spans more persons, so it is a little harder);
+        # without the scaling the one-camera recall was 0.75.
+        assert recalls["plain"] >= 0.9 and recalls["one camera"] >= 0.85, recalls
+    finally:
+        store.close()
