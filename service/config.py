@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         "512 is an eighth of the 4096 lists of a 1M gallery: recall@10 0.990 there in bench/bench_gallery.md "
         "(256: 0.969); smaller galleries have fewer lists, so 512 searches a larger share of them."
     )
+    index_candidates: int = Field(
+        30, ge=1, le=10_000,
+        description="sqlite backend, approximate kinds: fewest candidates the index is asked for, re-ordered by their "
+        "exact distances (read from SQLite); at least twice top_k, and with pq storage at least 100. More: higher "
+        "recall, slower (bench/bench_gallery.md: at 1M x 512, pq with nprobe 1024 and 1000 candidates reached "
+        "recall@10 0.997).",
+    )
     index_hnsw_ef_search: int = Field(
         128, ge=1, description="HNSW candidate list size per query (more: higher recall, slower)."
     )

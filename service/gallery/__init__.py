@@ -28,6 +28,7 @@ def index_options(settings: Settings) -> IndexOptions:
         ivf_storage=settings.index_ivf_storage,
         ivf_nprobe=settings.index_nprobe,
         min_train_size=settings.index_min_train_size,
+        refine_candidates=settings.index_candidates,
         hnsw_ef_search=settings.index_hnsw_ef_search,
         threads=settings.search_threads,
     )

@@ -52,6 +52,7 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
         "REID_MAX_DECODED_PIXELS": "5000", "REID_HEADER_TIMEOUT_S": "2.5", "REID_MAX_CONNECTIONS": "7",
         "REID_INDEX": "hnsw", "REID_INDEX_AUTO_FLAT_BELOW": "500", "REID_INDEX_IVF_STORAGE": "fp16",
         "REID_INDEX_MIN_TRAIN_SIZE": "2000", "REID_INDEX_NPROBE": "9", "REID_INDEX_HNSW_EF_SEARCH": "33",
+        "REID_INDEX_CANDIDATES": "250",
         "REID_SEARCH_THREADS": "2", "REID_RERANK_K1": "10", "REID_RERANK_K2": "3", "REID_RERANK_LAMBDA": "0.5",
         "REID_RERANK_SHORTLIST": "12", "REID_RERANK_CACHE_SIZE": "300",
         "REID_MILVUS_URI": "http://milvus:19530", "REID_MILVUS_TOKEN": "root:Milvus", "REID_MILVUS_COLLECTION": "g2",
@@ -83,7 +84,10 @@ def test_environment_variables_with_the_reid_prefix(monkeypatch):
     assert (settings.max_decoded_pixels, settings.header_timeout_s, settings.max_connections) == (5000, 2.5, 7)
     assert (settings.index, settings.index_auto_flat_below, settings.index_ivf_storage) == ("hnsw", 500, "fp16")
     assert (settings.index_min_train_size, settings.index_nprobe, settings.index_hnsw_ef_search) == (2000, 9, 33)
-    assert settings.search_threads == 2
+    assert settings.search_threads == 2 and settings.index_candidates == 250
+    from service.gallery import index_options
+
+    assert index_options(settings).refine_candidates == 250
     assert (settings.rerank_k1, settings.rerank_k2, settings.rerank_lambda) == (10, 3, 0.5)
     assert (settings.rerank_shortlist, settings.rerank_cache_size) == (12, 300)
     assert (settings.milvus_uri, settings.milvus_collection) == ("http://milvus:19530", "g2")
