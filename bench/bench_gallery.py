@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="size:dim of the filtered / re-ranked / batched service search (empty: skip)")
     parser.add_argument("--approximate-service", default="", metavar="SIZE:DIM",
                         help="also time the service's store with an approximate index at this size (empty: skip)")
-    parser.add_argument("--approximate-options", default="kind=ivf,ivf_storage=pq,ivf_lists=4096,ivf_nprobe=1024,"
-                        "refine_candidates=1000", help="IndexOptions of --approximate-service, key=value,...")
+    parser.add_argument("--approximate-options", default="kind=ivf,ivf_storage=pq,ivf_lists=4096,ivf_nprobe=1024",
+                        help="IndexOptions of --approximate-service, key=value,...")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_gallery.md"))
     args = parser.parse_args(argv)

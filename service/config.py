@@ -61,9 +61,10 @@ class Settings(BaseSettings):
         "one flat query reads the whole gallery, 125-144 ms at 100,000 x 2048 on two shared cores).",
     )
     index_ivf_storage: Literal["pq", "sq8", "fp16", "flat"] = Field(
-        "sq8", description="IVF vector storage: pq (4-bit product quantisation, half a byte per dimension, SIMD scan; "
-        "dim a multiple of 8), sq8 (1 byte per dimension), fp16 (2), flat (4, exact distances). Candidates are "
-        "re-ordered by their exact distances (pq: at least 100)."
+        "sq8", description="IVF vector storage: pq (4-bit product quantisation, half a byte per dimension, SIMD scan, "
+        "its 1000 best ranked by 8-bit codes kept in memory, one more byte per dimension; dim a multiple of 8), sq8 "
+        "(1 byte per dimension), fp16 (2), flat (4, exact distances). Candidates are re-ordered by their exact "
+        "distances."
     )
     index_min_train_size: int = Field(
         20_000, ge=1000, description="Fewest tracklets an ivf or hnsw index is trained on; below, it is flat (exact)."
@@ -76,9 +77,7 @@ class Settings(BaseSettings):
     index_candidates: int = Field(
         30, ge=1, le=10_000,
         description="sqlite backend, approximate kinds: fewest candidates the index is asked for, re-ordered by their "
-        "exact distances (read from SQLite); at least twice top_k, and with pq storage at least 100. More: higher "
-        "recall, slower (bench/bench_gallery.md: at 1M x 512, pq with nprobe 1024 and 1000 candidates reached "
-        "recall@10 0.997).",
+        "exact distances (read from SQLite); at least twice top_k. More: higher recall, slower.",
     )
     index_hnsw_ef_search: int = Field(
         128, ge=1, description="HNSW candidate list size per query (more: higher recall, slower)."

@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from service.gallery.index_kinds import (
+    PQ_SHORTLIST,
     AndSelector,
     IndexKind,
     IndexOptions,
@@ -30,10 +31,12 @@ from service.gallery.index_kinds import (
     batch_selector,
     kind_of,
     new_index,
+    new_refine,
     omp_threads,
     search_parameters,
     set_blas_threshold,
     stored_ids,
+    uses_refine,
 )
 
 log = logging.getLogger(__name__)
@@ -76,11 +79,13 @@ class VectorIndex:
     no IDSelector).
     """
 
-    def __init__(self, dim: int, cpu_index: Any = None, options: IndexOptions | None = None):
+    def __init__(self, dim: int, cpu_index: Any = None, options: IndexOptions | None = None, refine: Any = None):
         self.dim = dim
         self.options = options or IndexOptions()
         set_blas_threshold(dim)
         self._cpu_index = cpu_index if cpu_index is not None else new_index(IndexKind.FLAT, dim, 0, self.options)
+        #: pq storage: the 8-bit codes that rank the PQ scan's shortlist (index_kinds.new_refine), else None.
+        self._refine = refine
         self.kind = kind_of(self._cpu_index)
         self.trained_size = int(self._cpu_index.ntotal)
         self._deleted: set[int] = set()
@@ -102,19 +107,31 @@ class VectorIndex:
         except RuntimeError as error:
             log.warning("index snapshot %s is unreadable (%s); rebuilding from SQLite", path.name, error)
             return None
+        refine = None
+        if isinstance(index, faiss.IndexRefine):
+            # The snapshot of a pq index and its 8-bit codes (`write_snapshot`): take both parts out of it.
+            container = index
+            index = faiss.downcast_index(container.base_index)
+            refine = faiss.downcast_index(container.refine_index)
+            container.own_fields = container.own_refine_index = False  # the parts outlive the container
+            index.this.own(True)
+            refine.this.own(True)
+        kind = options.resolved_kind(len(expected_ids))
         if (
             not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF))
             or index.d != dim
             or index.ntotal != len(expected_ids)
-            or kind_of(index) is not options.resolved_kind(len(expected_ids))
+            or kind_of(index) is not kind
+            or (refine is not None) != uses_refine(kind, dim, options)
             or not np.array_equal(np.sort(stored_ids(index)), expected_ids)
+            or (refine is not None and not np.array_equal(np.sort(stored_ids(refine)), expected_ids))
         ):
             log.warning("index snapshot %s does not match the database or REID_INDEX; rebuilding from SQLite",
                         path.name)
             return None
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = options.ivf_nprobe
-        return cls(dim, index, options)
+        return cls(dim, index, options, refine)
 
     def rebuild(self, chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], size: int) -> None:
         """(Re)builds from every (ids, vectors) chunk ``chunks()`` yields (called twice when the kind needs
@@ -122,12 +139,19 @@ class VectorIndex:
         kind = self.options.resolved_kind(size)
         started = time.perf_counter()
         index = new_index(kind, self.dim, size, self.options)
+        refine = new_refine(self.dim) if uses_refine(kind, self.dim, self.options) else None
         with omp_threads(0):
             if not index.is_trained and size > 0:
-                index.train(self._training_sample(chunks, size, self.options.lists(size)))
+                sample = self._training_sample(chunks, size, self.options.lists(size))
+                index.train(sample)
+                if refine is not None:
+                    refine.train(sample)
             for ids, vectors in chunks():
-                index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
-        self._cpu_index, self.kind, self.trained_size = index, kind, size
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                index.add_with_ids(vectors, ids.astype(np.int64))
+                if refine is not None:
+                    refine.add_with_ids(vectors, ids.astype(np.int64))
+        self._cpu_index, self._refine, self.kind, self.trained_size = index, refine, kind, size
         self._deleted.clear()
         self._deleted_selector = None
         if self._gpu_index is not None:
@@ -166,8 +190,9 @@ class VectorIndex:
         return int(self._cpu_index.ntotal) - len(self._deleted)
 
     def memory_bytes(self) -> int:
-        """Bytes of the serialised index (what it holds in memory, near enough)."""
-        return int(faiss.serialize_index(self._cpu_index).nbytes)
+        """Bytes of the serialised index and its 8-bit codes (what they hold in memory, near enough)."""
+        parts = [self._cpu_index] if self._refine is None else [self._cpu_index, self._refine]
+        return sum(int(faiss.serialize_index(part).nbytes) for part in parts)
 
     def enable_gpu(self) -> None:
         """Searches a replica on GPU 0 from now on (flat indexes); stays on CPU with a warning if faiss cannot."""
@@ -188,6 +213,8 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         ids = np.asarray(ids, dtype=np.int64)
         self._cpu_index.add_with_ids(vectors, ids)
+        if self._refine is not None:
+            self._refine.add_with_ids(vectors, ids)
         if self._gpu_index is not None and not self._gpu_stale:
             self._gpu_index.add_with_ids(vectors, ids)
 
@@ -199,6 +226,8 @@ class VectorIndex:
             self._deleted_selector = NotSelector(batch_selector(np.fromiter(self._deleted, np.int64)))
             return
         self._cpu_index.remove_ids(ids)
+        if self._refine is not None:
+            self._refine.remove_ids(ids)
         if self._gpu_index is not None:
             # GPU flat indexes cannot remove vectors: the replica is copied afresh before the next search.
             self._gpu_stale = True
@@ -220,6 +249,30 @@ class VectorIndex:
         options = self.options
         if selector is not None and available and self.kind is not IndexKind.FLAT:
             options = self._scaled(options, len(self) / available)
+        if self._refine is not None:
+            # pq: the PQ scan's shortlist, ranked by the 8-bit codes; the best k of that order are answered.
+            _, ids = self._search(queries, max(k, PQ_SHORTLIST), selector, available, options, need=k)
+            return self._ranked_by_codes(queries, ids, k)
+        return self._search(queries, k, selector, available, options, need=k)
+
+    def _ranked_by_codes(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        distances = np.full((len(queries), k), np.inf, dtype=np.float32)
+        ranked = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (query, candidates) in enumerate(zip(queries, ids, strict=True)):
+            candidates = candidates[candidates >= 0]
+            if len(candidates) == 0:
+                continue
+            decoded = self._refine.reconstruct_batch(candidates)
+            decoded -= query
+            approximate = np.einsum("ij,ij->i", decoded, decoded)
+            order = np.lexsort((candidates, approximate))[:k]
+            distances[row, : len(order)] = approximate[order]
+            ranked[row, : len(order)] = candidates[order]
+        return distances, ranked
+
+    def _search(self, queries: np.ndarray, k: int, selector: Any, available: int | None, options: IndexOptions,
+                need: int) -> tuple[np.ndarray, np.ndarray]:
+        """The index's own k nearest (a pq index's shortlist: k > need); widened while fewer than ``need``."""
         if self._deleted_selector is not None:
             selector = self._deleted_selector if selector is None else AndSelector(selector, self._deleted_selector)
         if self._gpu_index is not None and selector is None:
@@ -230,7 +283,7 @@ class VectorIndex:
                 return self._gpu_index.search(queries, k)
         with omp_threads(options.threads):
             distances, ids = self._cpu_index.search(queries, k, params=search_parameters(self.kind, selector, options))
-            wanted = min(k, available if available is not None else len(self))
+            wanted = min(need, available if available is not None else len(self))
             while self.kind is not IndexKind.FLAT:
                 short = np.flatnonzero((ids >= 0).sum(axis=1) < wanted)
                 if len(short) == 0 or not self._widen_possible(options):
@@ -275,7 +328,10 @@ class VectorIndex:
             return final
         temporary = final.with_name(final.name + ".tmp")
         try:
-            faiss.write_index(self._cpu_index, str(temporary))
+            # A pq index and its 8-bit codes are written as one file: FAISS' IndexRefine holds both (as a
+            # container only; `from_snapshot` takes them apart again).
+            written = self._cpu_index if self._refine is None else faiss.IndexRefine(self._cpu_index, self._refine)
+            faiss.write_index(written, str(temporary))
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
             os.replace(temporary, final)
