@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = ensure_trained(args.config, args.data_root, args.run_dir, args.overrides)
 
     step("3/7 offline evaluation (PyTorch)")
-    # The contract's default test-time mode (strided clips, averaged), exactly what the service samples.
+    # The contract's default test-time mode (consecutive clips, averaged), exactly what the service samples.
     from models import DEFAULT_TEST_MODE
     from training.data import load_dataset
     from training.evaluation import evaluate, metrics_from_cmc

@@ -59,7 +59,7 @@ def test_defaults_are_what_a_minimal_card_means():
     card = ModelCard.parse(minimal)
     assert card.schema_version == SCHEMA_VERSION and card.precision == "fp32" and card.attention_outputs == []
     # A card without the test-time section reads as the contract's defaults.
-    assert (card.test_time.mode, card.test_time.max_clips) == ("strided", 4)
+    assert (card.test_time.mode, card.test_time.max_clips) == ("consecutive", 4)
     assert card.mean == [0.485, 0.456, 0.406] and card.std == [0.229, 0.224, 0.225] and card.training is None
 
 

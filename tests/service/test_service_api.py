@@ -111,8 +111,8 @@ def test_enroll_returns_the_record(enrolled, tiny_card):
     record = enrolled["a1"]
     assert record["id"] == "a1" and record["person_id"] == "A" and record["camera_id"] == "c1"
     assert record["metadata"] == {"source": "a1"}
-    # The card's test-time mode (strided clips, models.DEFAULT_TEST_MODE) uses every frame of a short upload.
-    assert tiny_card["test_time"]["mode"] == "strided"
+    # The card's test-time mode (consecutive clips, models.DEFAULT_TEST_MODE) uses every frame of a short upload.
+    assert tiny_card["test_time"]["mode"] == "consecutive"
     assert record["frames_decoded"] == 6 and record["frames_used"] == 6
     assert record["model_version"] == tiny_card["model_version"] and record["created_at"].endswith("+00:00")
     assert enrolled["a2"]["frames_decoded"] == 8 and enrolled["b1"]["frames_decoded"] == 6

@@ -73,7 +73,7 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, t
     assert code == 0
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert {key: again[key] for key in METRIC_KEYS} == pytest.approx(final.metrics.as_dict(), abs=1e-12)
-    assert again["cmc"] == pytest.approx(final.cmc, abs=1e-12) and again["mode"] == "strided"
+    assert again["cmc"] == pytest.approx(final.cmc, abs=1e-12) and again["mode"] == "consecutive"
     capsys.readouterr()
 
     evaluation = tmp_path / "evaluation"
@@ -105,7 +105,7 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_pictures(tiny_root, t
                  "--rerank-k1", "4", "--rerank-k2", "2"])
     assert code == 0
     assert "k-reciprocal re-ranked" in capsys.readouterr().out
-    reranked = json.loads((run / "eval_strided_rerank" / "metrics.json").read_text())
+    reranked = json.loads((run / "eval_consecutive_rerank" / "metrics.json").read_text())
     assert reranked["rerank"] == {"k1": 4, "k2": 2, "lambda_value": 0.3, "shortlist_size": 30}
     assert reranked["num_query"] == 4 and reranked["rank1"] == reranked["cmc"][0]
     assert reranked["rank5"] == reranked["cmc"][4] and reranked["rank20"] == reranked["cmc"][19]
@@ -127,8 +127,8 @@ def test_ablation_writes_a_table_with_one_row_per_head(tiny_root, tmp_path, caps
         rescored = evaluate_model(final.build_model(), load_config_dataset(config), config, progress=False).metrics
         assert row["metrics"] == pytest.approx(rescored.as_dict(), abs=1e-12) and row["wall_time_s"] > 0
         # ... in the default test-time mode, beside every other mode (measured with one backbone pass).
-        assert set(row["modes"]) == {"centres", "strided", "consecutive", "all"} and row["test_mode"] == "strided"
-        assert row["metrics"] == row["modes"]["strided"]
+        assert set(row["modes"]) == {"centres", "strided", "consecutive", "all"} and row["test_mode"] == "consecutive"
+        assert row["metrics"] == row["modes"]["consecutive"]
         cells = " | ".join(f"{100 * value:.1f}" for value in rescored.as_dict().values())
         assert f"| {row['label']} | {row['seed']} | {cells} |" in table
     assert data["rows"][0]["head_parameters"] == 0 and data["rows"][1]["head_parameters"] > 0
