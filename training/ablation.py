@@ -286,9 +286,12 @@ def ablation_markdown(rows: list[AblationRow], config: TrainConfig, machine: str
     groups = group_rows(rows)
     for group in groups:
         seeds = ", ".join(str(row.seed) for row in group)
-        if all(row.metrics is not None for row in group):
+        # The config's test-time mode, from the runs' every-mode results (a run trained while another mode was
+        # the default still has it), else the metrics the run recorded in its own mode.
+        chosen = [row.modes.get(default_mode, row.metrics) for row in group]
+        if all(metrics is not None for metrics in chosen):
             keys = ("mAP", "rank1", "rank5", "rank10", "rank20")
-            cells = [mean_std([getattr(row.metrics, key) for row in group]) for key in keys]
+            cells = [mean_std([getattr(metrics, key) for metrics in chosen]) for key in keys]
         else:
             cells = ["n/a"] * 5
         wall = float(np.mean([row.wall_time_s for row in group]))

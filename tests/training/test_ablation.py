@@ -39,6 +39,19 @@ def test_table_reports_mean_and_sample_std_over_seeds_and_every_mode():
     assert "python -m training ablation --seeds 0 1 2" in table
 
 
+def test_the_main_table_shows_the_configs_test_time_mode_from_the_runs_every_mode_results():
+    import dataclasses
+
+    rows = [dataclasses.replace(row(seed, 0.5), modes={**row(seed, 0.5).modes,
+                                                       "consecutive": RetrievalMetrics(*[0.7] * 5)})
+            for seed in (0, 1)]  # trained with strided as their mode, consecutive measured beside it
+    consecutive = ablation_markdown(rows, TrainConfig(), "test machine")
+    assert "test-time mode `consecutive`" in consecutive and "| MG-RAFA(N=4) | 0, 1 | 70.0 ± 0.0 |" in consecutive
+    config = TrainConfig()
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, test_mode="strided"))
+    assert "| MG-RAFA(N=4) | 0, 1 | 50.0 ± 0.0 |" in ablation_markdown(rows, config, "test machine")
+
+
 def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypatch):
     import json
 
