@@ -37,6 +37,7 @@ from models import (
     CardEmbedding,
     CardExport,
     CardInput,
+    CardTestTime,
     CardTraining,
     ModelCard,
     card_path_for,
@@ -44,6 +45,7 @@ from models import (
 )
 from training.architecture import DEFAULT_REDUCTION, HEAD_NAMES, ModelConfig
 from training.checkpoint import load_checkpoint
+from training.data.sampling import canonical_test_mode
 from training.model import VideoReIDModel, build_model
 from training.precision import PRECISIONS, calibration_clips, convert_fp16, cosine_agreement, quantize_int8
 
@@ -141,7 +143,9 @@ def export_model(
     calibration_count: int = 32,
 ) -> ModelCard:
     """Write ``out_path`` (.onnx) and the model card beside it (.json, through models.ModelCard); return
-    the card. ``training_info``: the card's `training` section (dataset, checkpoint, epoch, metrics).
+    the card. ``training_info``: the card's `training` section (dataset, checkpoint, epoch, metrics), and
+    under ``test_time`` the run's test-time mode and max clips for the card's `test_time` (else the
+    contract's defaults), so the service embeds as the run's own evaluation did.
 
     ``precision``: fp32, fp16 or int8 (training.precision); int8 needs ``calibration``, a folder of tracklet
     frame folders (a dataset root), of which ``calibration_count`` tracklets calibrate the activation ranges.
@@ -196,6 +200,8 @@ def export_model(
     finally:
         tmp_path.unlink(missing_ok=True)
 
+    training_info = dict(training_info) if training_info is not None else None
+    test_time = training_info.pop("test_time", None) if training_info is not None else None
     # Validated on the way out: an export that does not fit the contract fails here, not in the service.
     card = ModelCard(
         name=out_path.stem,
@@ -210,6 +216,7 @@ def export_model(
         attention_outputs=attention_names,
         model=card_architecture(config),
         training=CardTraining(**training_info) if training_info is not None else None,
+        test_time=CardTestTime(**test_time) if test_time is not None else CardTestTime(),
         export=CardExport(
             opset=OPSET,
             torch=str(torch.__version__),
@@ -262,6 +269,8 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict,
         "epoch": state.epoch,
         "metrics": state.metrics.as_dict() if state.metrics is not None else None,
     }
+    data = state.train_config().data
+    info["test_time"] = {"mode": canonical_test_mode(data.test_mode), "max_clips": data.max_test_clips}
     return state.build_model(), info, state.num_frames
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models import MAX_TEST_CLIPS, ModelCard, card_path_for
+from models import DEFAULT_TEST_MODE, MAX_TEST_CLIPS, ModelCard, card_path_for
 from training.data.sampling import canonical_test_mode, test_clips
 from training.data.transforms import load_frame
 
@@ -59,7 +59,7 @@ class OnnxModel:
 def extract_onnx_features(
     model: OnnxModel,
     tracklets: Sequence,
-    mode: str = "strided",
+    mode: str = DEFAULT_TEST_MODE,
     batch_size: int = 32,
     max_clips: int = MAX_TEST_CLIPS,
     progress: bool = True,

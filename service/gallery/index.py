@@ -86,6 +86,8 @@ class VectorIndex:
         self._cpu_index = cpu_index if cpu_index is not None else new_index(IndexKind.FLAT, dim, 0, self.options)
         #: pq storage: the 8-bit codes that rank the PQ scan's shortlist (index_kinds.new_refine), else None.
         self._refine = refine
+        #: The snapshot container that owns a loaded pq index and its codes (`from_snapshot`), else None.
+        self._snapshot_owner: Any = None
         self.kind = kind_of(self._cpu_index)
         self.trained_size = int(self._cpu_index.ntotal)
         self._deleted: set[int] = set()
@@ -107,15 +109,17 @@ class VectorIndex:
         except RuntimeError as error:
             log.warning("index snapshot %s is unreadable (%s); rebuilding from SQLite", path.name, error)
             return None
-        refine = None
+        refine = container = None
         if isinstance(index, faiss.IndexRefine):
-            # The snapshot of a pq index and its 8-bit codes (`write_snapshot`): take both parts out of it.
+            # The snapshot of a pq index and its 8-bit codes (`write_snapshot`). The container owns both parts
+            # and is kept alive beside them (handing their ownership to the part proxies instead corrupts
+            # SWIG's bookkeeping once both are freed).
             container = index
             index = faiss.downcast_index(container.base_index)
             refine = faiss.downcast_index(container.refine_index)
-            container.own_fields = container.own_refine_index = False  # the parts outlive the container
-            index.this.own(True)
-            refine.this.own(True)
+            if not isinstance(refine, faiss.IndexIDMap2) or refine.d != dim:
+                log.warning("index snapshot %s holds unexpected 8-bit codes; rebuilding from SQLite", path.name)
+                return None
         kind = options.resolved_kind(len(expected_ids))
         if (
             not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF))
@@ -131,7 +135,9 @@ class VectorIndex:
             return None
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = options.ivf_nprobe
-        return cls(dim, index, options, refine)
+        loaded = cls(dim, index, options, refine)
+        loaded._snapshot_owner = container
+        return loaded
 
     def rebuild(self, chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], size: int) -> None:
         """(Re)builds from every (ids, vectors) chunk ``chunks()`` yields (called twice when the kind needs
@@ -152,6 +158,7 @@ class VectorIndex:
                 if refine is not None:
                     refine.add_with_ids(vectors, ids.astype(np.int64))
         self._cpu_index, self._refine, self.kind, self.trained_size = index, refine, kind, size
+        self._snapshot_owner = None
         self._deleted.clear()
         self._deleted_selector = None
         if self._gpu_index is not None:
@@ -238,8 +245,8 @@ class VectorIndex:
         """(distances, ids), each (n, k), ascending; ids of -1 where fewer than k vectors pass.
 
         ``selector`` (a FAISS IDSelector) restricts the search to the ids it accepts, inside the scan.
-        ``available`` (how many ids pass): with a ``selector``, an approximate index visits len/available
-        times the IVF lists (or HNSW candidates) it would without one, up to all of them, so a filter that
+        ``available`` (how many ids pass): with a ``selector``, an IVF index visits len/available times the
+        lists it would without one, up to all of them, so a filter that
         keeps a sixth of the gallery still scans about as many passing vectors as an unfiltered search and
         its recall stays the unfiltered one (bench/bench_gallery.md: one camera of six at 30,000 x 128,
         recall@10 0.89 without this, 1.00 with it). An approximate index that still finds fewer than
@@ -247,7 +254,7 @@ class VectorIndex:
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         options = self.options
-        if selector is not None and available and self.kind is not IndexKind.FLAT:
+        if selector is not None and available and self.kind is IndexKind.IVF:
             options = self._scaled(options, len(self) / available)
         if self._refine is not None:
             # pq: the PQ scan's shortlist, ranked by the 8-bit codes; the best k of that order are answered.
@@ -262,7 +269,8 @@ class VectorIndex:
             candidates = candidates[candidates >= 0]
             if len(candidates) == 0:
                 continue
-            decoded = self._refine.reconstruct_batch(candidates)
+            with omp_threads(self.options.threads):  # FAISS decodes large batches with OpenMP
+                decoded = self._refine.reconstruct_batch(candidates)
             decoded -= query
             approximate = np.einsum("ij,ij->i", decoded, decoded)
             order = np.lexsort((candidates, approximate))[:k]
@@ -295,15 +303,10 @@ class VectorIndex:
         return distances, ids
 
     def _scaled(self, options: IndexOptions, factor: float) -> IndexOptions:
-        """``options`` visiting ``factor`` times the IVF lists and HNSW candidates, up to all of them."""
+        """``options`` visiting ``factor`` times the IVF lists, up to all of them."""
         if factor <= 1.0:
             return options
-        lists = self._cpu_index.nlist if self.kind is IndexKind.IVF else options.ivf_nprobe
-        return dataclasses.replace(
-            options,
-            ivf_nprobe=min(lists, math.ceil(options.ivf_nprobe * factor)),
-            hnsw_ef_search=min(max(len(self), options.hnsw_ef_search), math.ceil(options.hnsw_ef_search * factor)),
-        )
+        return dataclasses.replace(options, ivf_nprobe=min(self.lists, math.ceil(options.ivf_nprobe * factor)))
 
     def _widen_possible(self, options: IndexOptions) -> bool:
         if self.kind is IndexKind.IVF:
@@ -330,8 +333,8 @@ class VectorIndex:
         try:
             # A pq index and its 8-bit codes are written as one file: FAISS' IndexRefine holds both (as a
             # container only; `from_snapshot` takes them apart again).
-            written = self._cpu_index if self._refine is None else faiss.IndexRefine(self._cpu_index, self._refine)
-            faiss.write_index(written, str(temporary))
+            index = self._cpu_index if self._refine is None else faiss.IndexRefine(self._cpu_index, self._refine)
+            faiss.write_index(index, str(temporary))
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
             os.replace(temporary, final)

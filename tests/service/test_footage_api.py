@@ -210,7 +210,7 @@ def test_thumbnails_of_footage_tracklets_and_uploads(client, enrolled_job, tmp_p
     assert uploaded.status_code == 201 and uploaded.json()["has_thumbnail"]
     thumbnail = client.get("/tracklets/plain-1/thumbnail")
     grey = cv2.imdecode(np.frombuffer(thumbnail.content, np.uint8), cv2.IMREAD_COLOR)
-    used = sorted(set(sample_clip_indices(5, 4).ravel().tolist()))  # the card's clips (strided: all 5 frames)
+    used = sorted(set(sample_clip_indices(5, 4).ravel().tolist()))  # the card's clips (consecutive: all 5 frames)
     middle = used[len(used) // 2]
     assert abs(float(grey.mean()) - 40 * middle) < 6
     path = client.app.state.service.media.path("plain-1")

@@ -140,7 +140,7 @@ def test_enroll_headers_and_generated_id(client):
 def test_stored_embedding_is_the_model_output_for_the_decoded_frames(client, state, enrolled):
     files = frame_files(101)
     decoded = state.decoder.decode_images([NamedMedia(name, data) for _, (name, data, _) in files])
-    assert decoded.clips.shape[:2] == (2, 4)  # 6 frames, T=4: two strided clips
+    assert decoded.clips.shape[:2] == (2, 4)  # 6 frames, T=4: two consecutive clips
     direct = state.embedder.embed(decoded.clips).mean(axis=0)  # one embedding per clip, averaged
     np.testing.assert_allclose(state.gallery.get_embedding("a1"), direct, rtol=1e-4, atol=1e-5)
 
@@ -203,7 +203,7 @@ def test_query_with_the_same_media_ranks_it_first_at_distance_zero(client, state
         assert matches[0]["distance"] < 1e-6 * max(matches[1]["distance"], 1.0)
         distances = [match["distance"] for match in matches]
         assert distances == sorted(distances) and len(matches) == 4
-        assert body["frames_used"] == {"a1": 6, "a2": 8, "b1": 6}[tracklet_id]  # every frame (strided clips)
+        assert body["frames_used"] == {"a1": 6, "a2": 8, "b1": 6}[tracklet_id]  # every frame (consecutive clips)
         assert body["top_k"] == 4
         # took_ms covers the stages of Server-Timing and no more than the client waited.
         stages = [float(part.split(";dur=")[1]) for part in response.headers["server-timing"].split(", ")]

@@ -314,6 +314,12 @@ def test_pq_ranks_its_shortlist_with_8_bit_codes_survives_restarts_and_deletions
         assert gone not in [match.record.id for match in after] and len(after) == 10
     finally:
         reopened.close()
+    for _ in range(3):  # loaded again and again in one process (the snapshot's parts must stay owned once)
+        again = SqliteGallery(tmp_path / "g", dim, VERSION, index_options=options)
+        try:
+            assert again.loaded_from_snapshot and len(again.search(queries[:2], 10)[1]) == 10
+        finally:
+            again.close()
     # A pq snapshot without its codes (as an older release wrote it) is not used: rebuilt from SQLite.
     import faiss
 

@@ -8,7 +8,7 @@ import torch
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.config import TrainConfig, to_plain
 from training.evaluation import RetrievalMetrics
-from training.export import load_checkpoint_model
+from training.export import export_model, load_checkpoint_model
 from training.model import build_model
 from training.randomness import capture_rng_state
 
@@ -22,7 +22,8 @@ class NotAllowed:
 def tiny_checkpoint(with_resume_state: bool) -> Checkpoint:
     torch.manual_seed(0)
     config = TrainConfig.from_dict({"model": {"backbone": "resnet18", "head": "mg-rafa", "granularities": 2,
-                                              "height": 64, "width": 32}, "data": {"num_frames": 3}})
+                                              "height": 64, "width": 32},
+                                  "data": {"num_frames": 3, "test_mode": "strided", "max_test_clips": 3}})
     model = build_model(config.model.to_model_config())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     checkpoint = Checkpoint(
@@ -56,6 +57,10 @@ def test_export_reads_checkpoints_through_the_same_loader(tmp_path):
     model, info, num_frames = load_checkpoint_model(tmp_path / "final.pt")
     assert num_frames == 3 and info["epoch"] == 2 and info["dataset"] == "synthetic"
     assert info["metrics"] == {"mAP": 0.5, "rank1": 0.6, "rank5": 0.7, "rank10": 0.8, "rank20": 0.9}
+    # The run's own test-time mode goes to the card, whatever the contract's default is now.
+    assert info["test_time"] == {"mode": "strided", "max_clips": 3}
+    card = export_model(model, tmp_path / "m.onnx", num_frames=num_frames, training_info=info, with_attention=False)
+    assert (card.test_time.mode, card.test_time.max_clips) == ("strided", 3) and card.training.epoch == 2
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved.model[key]), key
 

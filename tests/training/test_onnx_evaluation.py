@@ -45,7 +45,7 @@ def test_fp32_export_scores_what_its_checkpoint_scores(trained, tmp_path, capsys
     # The card names the checkpoint, so --onnx alone finds the run's dataset and test-time settings.
     assert main(["evaluate", "--onnx", str(models["fp32"]), "--output", str(tmp_path / "onnx")]) == 0
     printed = capsys.readouterr().out
-    assert "(fp32 ONNX) on synthetic (strided" in printed
+    assert "(fp32 ONNX) on synthetic (consecutive" in printed
     written = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
     assert written["precision"] == "fp32" and written["onnx"] == str(models["fp32"])
     assert written["num_query"] == torch_report.num_query and "distances" not in written
