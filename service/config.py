@@ -61,8 +61,9 @@ class Settings(BaseSettings):
         "one flat query reads the whole gallery, 125-144 ms at 100,000 x 2048 on two shared cores).",
     )
     index_ivf_storage: Literal["pq", "sq8", "fp16", "flat"] = Field(
-        "sq8", description="IVF vector storage: pq (4-bit product quantisation, half a byte per dimension, SIMD scan, "
-        "its 1000 best ranked by 8-bit codes kept in memory, one more byte per dimension; dim a multiple of 8), sq8 "
+        "sq8", description="IVF vector storage: pq (4 bits per 4 dimensions, an eighth of a byte per "
+        "dimension, SIMD scan, its 1000 best ranked by 8-bit codes kept in memory, one more byte per dimension; dim a "
+        "multiple of 8), sq8 "
         "(1 byte per dimension), fp16 (2), flat (4, exact distances). Candidates are re-ordered by their exact "
         "distances."
     )

@@ -1,10 +1,11 @@
 """What the host CPU offers int8 inference.
 
-onnxruntime's int8 kernels multiply uint8 activations by int8 weights. They pay off only where the CPU
-has int8 dot-product instructions: x86 AVX-512 VNNI, AVX-VNNI or AMX, ARM's dot-product extension. On a CPU
-with only AVX2, such as the first EPYC generation, an int8 matrix product runs at about fp32's speed
-(bench/precision.md, "int8 GEMM ceiling"), so an int8 model buys nothing there and costs some agreement.
-The service says so at start-up and in GET /model instead of leaving the operator to find out.
+onnxruntime's int8 kernels multiply uint8 activations by int8 weights. They pay off surely where the CPU
+has int8 dot-product instructions: x86 AVX-512 VNNI, AVX-VNNI or AMX, ARM's dot-product extension. Without
+them it depends on the core: on the first EPYC generation (AVX2 only) an int8 matrix product ran at
+fp32's speed (bench/precision.md, "int8 GEMM ceiling"), so an int8 model bought nothing there and cost
+some agreement; other AVX2 cores were not measured. The service says so at start-up and in GET /model,
+and `bench/bench_int8_gemm.py` measures any CPU in seconds.
 """
 
 from __future__ import annotations
@@ -41,4 +42,5 @@ def int8_advice(flags: set[str] | None) -> str | None:
     if flags is None or int8_dot_product(flags) is not None:
         return None
     return (f"this {platform.machine()} CPU has no int8 dot-product instructions ({', '.join(INT8_DOT_PRODUCT_FLAGS)}"
-            "): an int8 model runs at about fp32's speed here (bench/precision.md); serve the fp32 export instead")
+            "), so int8 may run no faster than fp32 here (it ran at fp32's speed on an AVX2-only EPYC, "
+            "bench/precision.md); measure with bench/bench_int8_gemm.py, and serve the fp32 export if it does not pay")

@@ -287,8 +287,9 @@ def ablation_markdown(rows: list[AblationRow], config: TrainConfig, machine: str
     for group in groups:
         seeds = ", ".join(str(row.seed) for row in group)
         # The config's test-time mode, from the runs' every-mode results (a run trained while another mode was
-        # the default still has it), else the metrics the run recorded in its own mode.
-        chosen = [row.modes.get(default_mode, row.metrics) for row in group]
+        # the default still has it); a run without it shows n/a rather than another mode's numbers.
+        chosen = [row.modes.get(default_mode, row.metrics if row.test_mode == default_mode else None)
+                  for row in group]
         if all(metrics is not None for metrics in chosen):
             keys = ("mAP", "rank1", "rank5", "rank10", "rank20")
             cells = [mean_std([getattr(metrics, key) for metrics in chosen]) for key in keys]

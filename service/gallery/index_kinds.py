@@ -61,8 +61,9 @@ class IndexOptions:
     kind: IndexKind = IndexKind.AUTO
     #: ``auto``: flat below this many tracklets, ivf from it on.
     auto_flat_below: int = 50_000
-    #: IVF storage: "pq" (4-bit product quantisation, half a byte per dimension, SIMD scan; needs dim % 8
-    #: == 0, else sq8), "sq8" (1 byte per dimension), "fp16" (2), "flat" (4, exact distances).
+    #: IVF storage: "pq" (4-bit codes of 4-dimensional sub-vectors, an eighth of a byte per dimension, SIMD
+    #: scan, its shortlist ranked by 8-bit codes: one more byte per dimension; needs dim % 8 == 0, else
+    #: sq8), "sq8" (1 byte per dimension), "fp16" (2), "flat" (4, exact distances).
     ivf_storage: str = "sq8"
     #: IVF lists visited per query (an eighth of the 4096 lists at 1M: recall@10 0.990, bench/bench_gallery.md).
     ivf_nprobe: int = 512
@@ -88,7 +89,7 @@ class IndexOptions:
         """Candidates an approximate index of ``kind`` is asked for to answer ``top_k``: they are re-ordered
         by their exact distances (from the stored float32 embeddings) and the best top_k kept."""
         # With pq storage these are the best of the index's own 8-bit ranking of PQ_SHORTLIST candidates
-        # (`new_refine`), as good an order as 8-bit IVF's, so as few are needed.
+        # (`new_refine`): 30 of them gave recall@10 0.997 at 1M x 512 (bench/bench_gallery.md, run G).
         return max(self.refine_candidates, 2 * top_k)
 
     def resolved_kind(self, size: int) -> IndexKind:
@@ -121,8 +122,8 @@ def new_index(kind: IndexKind, dim: int, size: int, options: IndexOptions) -> fa
         lists = options.lists(size)
         storage = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}.get(options.ivf_storage)
         if options.ivf_storage == "pq" and dim % 8 == 0:
-            # 4-bit product quantisation of dim/4 sub-vectors (half a byte per dimension), scanned with SIMD
-            # look-up tables ("fast scan"); coarse, so `candidates` asks for more to re-order exactly.
+            # 4-bit product quantisation of dim/4 sub-vectors (an eighth of a byte per dimension), scanned with
+            # SIMD look-up tables ("fast scan"); coarse, so its shortlist is ranked by 8-bit codes (`new_refine`).
             index = faiss.IndexIVFPQFastScan(quantizer, dim, lists, dim // 4, 4, faiss.METRIC_L2)
         elif storage is None:
             index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_L2)

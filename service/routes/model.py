@@ -17,7 +17,8 @@ router = APIRouter(tags=["model"], dependencies=[APIKeyDep], responses=ERROR_RES
     summary="The model card of the loaded model",
     description="The JSON model card exactly as exported (models/README.md), plus a `serving` object saying "
     "where this process runs it (device, onnxruntime providers, FAISS index device, and on a CPU the int8 "
-    "dot-product instruction set it has, null where it has none: int8 models run at about fp32's speed there).",
+    "dot-product instruction set it has; null where it has none (int8 may then run no faster than fp32), where "
+    "/proc/cpuinfo cannot be read, or on a GPU session).",
 )
 async def get_model(state: StateDep) -> dict[str, Any]:
     return {

@@ -95,6 +95,10 @@ def test_health_ready_and_model(client, tiny_card, open_store):
     model = client.get("/model").json()
     assert {key: value for key, value in model.items() if key != "serving"} == tiny_card
     assert model["serving"]["device"] == "cpu"
+    # The CPU's int8 dot-product instruction set as service.cpu_features reads it (null without one).
+    from service.cpu_features import cpu_flags, int8_dot_product
+
+    assert model["serving"]["cpu_int8_dot_product"] == int8_dot_product(cpu_flags())
     assert ready["precision"] == model["serving"]["precision"] == model["precision"] == tiny_card["precision"]
 
 
