@@ -24,7 +24,7 @@ import numpy as np
 from bench.machine import NotPaused, PausedDuringTiming
 from service.gallery import SqliteGallery, TrackletFilter, TrackletRecord
 from service.gallery.index import VectorIndex
-from service.gallery.index_kinds import IndexKind, IndexOptions
+from service.gallery.index_kinds import PQ_SHORTLIST, IndexKind, IndexOptions
 from service.search.batching import SearchBatcher
 from service.search.searcher import ObservedGallery, Searcher, single_threaded_blas
 
@@ -366,6 +366,7 @@ def bench_service_approximate(size: int, dim: int, queries: int, options: IndexO
     recall@10 against exact search over the same (filtered) vectors."""
     source = PersonData(size, dim)  # the same data and queries as bench_kinds at this size
     folder = Path(tempfile.mkdtemp(prefix="approximate-", dir=work_dir))
+    gallery = None
     try:
         flat = SqliteGallery(folder, dim, "bench", index_options=IndexOptions(kind=IndexKind.FLAT))
         log.info("approximate service search: importing %d x %d", size, dim)
@@ -412,12 +413,15 @@ def bench_service_approximate(size: int, dim: int, queries: int, options: IndexO
             return float(np.mean([len(set(got) & set(row.tolist())) / TOP_K
                                   for got, row in zip(found, want, strict=True)]))
 
-        settings = (f"{gallery.index.kind.value}, {options.ivf_storage}, nlist {options.lists(size)}, "
-                    f"nprobe {options.ivf_nprobe}, {options.candidates(TOP_K, gallery.index.kind)} candidates")
-        gallery.close(snapshot=False)
+        shortlist = f"{PQ_SHORTLIST} PQ candidates ranked by 8-bit codes, " if gallery.index._refine is not None else ""
+        settings = (f"{gallery.index.kind.value}, {options.ivf_storage}, nlist {gallery.index.lists}, "
+                    f"nprobe {options.ivf_nprobe}, {shortlist}"
+                    f"{options.candidates(TOP_K, gallery.index.kind)} re-ordered exactly")
         return ApproximateServiceResult(size, dim, settings, import_s, startup_s, plain, recall(plain_found, truth),
                                         filtered, recall(filtered_found, camera_truth))
     finally:
+        if gallery is not None:
+            gallery.close(snapshot=False)
         shutil.rmtree(folder, ignore_errors=True)
 
 
