@@ -31,10 +31,20 @@ def row(seed: int, value: float, label: str = "MG-RAFA(N=4)") -> AblationRow:
                        command="python -m training ablation --seeds 0 1 2")  # fmt: skip
 
 
+def strided_config() -> TrainConfig:
+    import dataclasses
+
+    config = TrainConfig()
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, test_mode="strided"))
+
+
 def test_table_reports_mean_and_sample_std_over_seeds_and_every_mode():
     assert mean_std([0.5]) == "50.0" and mean_std([0.4, 0.5, 0.6]) == "50.0 ± 10.0"
-    table = ablation_markdown([row(0, 0.4), row(1, 0.5), row(2, 0.6)], TrainConfig(), "test machine")
+    rows = [row(0, 0.4), row(1, 0.5), row(2, 0.6)]
+    table = ablation_markdown(rows, strided_config(), "test machine")
     assert "| MG-RAFA(N=4) | 0, 1, 2 | 50.0 ± 10.0 | 50.0 ± 10.0 |" in table
+    # Runs that never measured the config's mode show n/a there, never another mode's numbers.
+    assert "| MG-RAFA(N=4) | 0, 1, 2 | n/a | n/a |" in ablation_markdown(rows, TrainConfig(), "test machine")
     assert "| MG-RAFA(N=4) | 0, 1, 2 | 10.0 ± 0.0 / 10.0 ± 0.0 | 50.0 ± 10.0 / 50.0 ± 10.0 | n/a | n/a |" in table
     assert "python -m training ablation --seeds 0 1 2" in table
 
@@ -47,9 +57,7 @@ def test_the_main_table_shows_the_configs_test_time_mode_from_the_runs_every_mod
             for seed in (0, 1)]  # trained with strided as their mode, consecutive measured beside it
     consecutive = ablation_markdown(rows, TrainConfig(), "test machine")
     assert "test-time mode `consecutive`" in consecutive and "| MG-RAFA(N=4) | 0, 1 | 70.0 ± 0.0 |" in consecutive
-    config = TrainConfig()
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, test_mode="strided"))
-    assert "| MG-RAFA(N=4) | 0, 1 | 50.0 ± 0.0 |" in ablation_markdown(rows, config, "test machine")
+    assert "| MG-RAFA(N=4) | 0, 1 | 50.0 ± 0.0 |" in ablation_markdown(rows, strided_config(), "test machine")
 
 
 def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypatch):
@@ -65,7 +73,7 @@ def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypa
         run_dir = tmp_path / "mg-rafa-n4" / f"seed{seed}"
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps(row(seed, value).as_json()))
-    rows = ablation.run_ablation(TrainConfig(), ["mg-rafa:4", "baseline"], tmp_path, seeds=[0, 1, 2],
+    rows = ablation.run_ablation(strided_config(), ["mg-rafa:4", "baseline"], tmp_path, seeds=[0, 1, 2],
                                  report_only=True)  # fmt: skip
     assert [(r.label, r.seed) for r in rows] == [("MG-RAFA(N=4)", 0), ("MG-RAFA(N=4)", 2)]
     table = (tmp_path / "ablation.md").read_text()
