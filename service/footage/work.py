@@ -175,7 +175,12 @@ class FootageJobBody:
             # Each clip of the card's test-time mode embedded and averaged, exactly as an upload is.
             test_time = self.card.test_time
             clips = tracklet.clips(self.card.num_frames, test_time.mode, test_time.max_clips)
-            embedding = np.mean([embed(clip) for clip in clips], axis=0, dtype=np.float64).astype(np.float32)
+            try:
+                embedding = np.mean([embed(clip) for clip in clips], axis=0, dtype=np.float64).astype(np.float32)
+            except JobStopped:
+                # Cancelled while this tracklet waited for the embedder: it is dropped, and the pipeline stops
+                # at its next frame (it asks the same should_stop), so its tracks so far are still saved.
+                return
             # Kept for the web page (REID_STORE_FRAMES): the T chunk centres, as an upload's middle clip.
             clip = tracklet.clip(self.card.num_frames)
             progress.tracklets += 1

@@ -261,3 +261,22 @@ def test_footage_over_its_size_limit_is_refused_while_streaming(tiny_model, tmp_
         assert str(len(street) // 2) in error["message"]
         assert list((tmp_path / "footage-spool").iterdir()) == []
         assert small.get("/jobs").json()["total"] == 0
+
+
+def test_a_job_cancelled_while_a_tracklet_waits_for_the_embedder_still_saves_its_tracks(client, monkeypatch):
+    """The cancel lands while the job's next tracklet waits for room in the embedding queue (held full
+    here): that tracklet is dropped, and the job still ends cancelled with its tracks so far, not without."""
+    long = video_bytes(street_frames(frames=1200, walkers=staggered_walkers(40, 30)))
+    job_id = submit(client, long, camera_id="cam-wait").json()["job_id"]
+    deadline = time.monotonic() + 120
+    while len(client.get(f"/jobs/{job_id}").json()["result"]["tracklets"]) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    batcher = client.app.state.service.batcher
+    monkeypatch.setattr(type(batcher), "queue_depth", property(lambda self: 10**9))  # no room for the job
+    time.sleep(1.0)  # the next tracklet is cut and waits
+    assert client.delete(f"/jobs/{job_id}").status_code == 200
+    job = wait_for_job(client, job_id)
+    assert job["status"] == "cancelled" and job["error"] is None
+    tracks = client.get(f"/jobs/{job_id}/tracks", params={"format": "mot"})
+    assert tracks.status_code == 200 and tracks.text.count("\n") > 10
