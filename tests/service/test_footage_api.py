@@ -231,13 +231,19 @@ def test_thumbnails_can_be_turned_off(tiny_model, tmp_path):
         assert list((tmp_path / "thumbnails").iterdir()) == []
 
 
-def test_cancelling_a_running_job_keeps_and_lists_what_it_enrolled(client):
+def running_long_job(client, camera_id: str) -> str:
+    """A 1200-frame job's id, once it has enrolled its first two tracklets (so it is mid-way)."""
     long = video_bytes(street_frames(frames=1200, walkers=staggered_walkers(40, 30)))
-    job_id = submit(client, long, camera_id="cam-long").json()["job_id"]
+    job_id = submit(client, long, camera_id=camera_id).json()["job_id"]
     deadline = time.monotonic() + 120
     while len(client.get(f"/jobs/{job_id}").json()["result"]["tracklets"]) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    return job_id
+
+
+def test_cancelling_a_running_job_keeps_and_lists_what_it_enrolled(client):
+    job_id = running_long_job(client, "cam-long")
     response = client.delete(f"/jobs/{job_id}")
     assert response.status_code == 200
     job = wait_for_job(client, job_id)
@@ -266,12 +272,7 @@ def test_footage_over_its_size_limit_is_refused_while_streaming(tiny_model, tmp_
 def test_a_job_cancelled_while_a_tracklet_waits_for_the_embedder_still_saves_its_tracks(client, monkeypatch):
     """The cancel lands while the job's next tracklet waits for room in the embedding queue (held full
     here): that tracklet is dropped, and the job still ends cancelled with its tracks so far, not without."""
-    long = video_bytes(street_frames(frames=1200, walkers=staggered_walkers(40, 30)))
-    job_id = submit(client, long, camera_id="cam-wait").json()["job_id"]
-    deadline = time.monotonic() + 120
-    while len(client.get(f"/jobs/{job_id}").json()["result"]["tracklets"]) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    job_id = running_long_job(client, "cam-wait")
     batcher = client.app.state.service.batcher
     monkeypatch.setattr(type(batcher), "queue_depth", property(lambda self: 10**9))  # no room for the job
     time.sleep(1.0)  # the next tracklet is cut and waits
