@@ -413,7 +413,7 @@ def bench_service_approximate(size: int, dim: int, queries: int, options: IndexO
             return float(np.mean([len(set(got) & set(row.tolist())) / TOP_K
                                   for got, row in zip(found, want, strict=True)]))
 
-        shortlist = f"{PQ_SHORTLIST} PQ candidates ranked by 8-bit codes, " if gallery.index._refine is not None else ""
+        shortlist = f"{PQ_SHORTLIST} PQ candidates ranked by 8-bit codes, " if gallery.index.ranks_with_codes else ""
         settings = (f"{gallery.index.kind.value}, {options.ivf_storage}, nlist {gallery.index.lists}, "
                     f"nprobe {options.ivf_nprobe}, {shortlist}"
                     f"{options.candidates(TOP_K, gallery.index.kind)} re-ordered exactly")

@@ -153,10 +153,10 @@ class VectorIndex:
                 if refine is not None:
                     refine.train(sample)
             for ids, vectors in chunks():
-                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-                index.add_with_ids(vectors, ids.astype(np.int64))
+                vectors, ids = np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64)
+                index.add_with_ids(vectors, ids)
                 if refine is not None:
-                    refine.add_with_ids(vectors, ids.astype(np.int64))
+                    refine.add_with_ids(vectors, ids)
         self._cpu_index, self._refine, self.kind, self.trained_size = index, refine, kind, size
         self._snapshot_owner = None
         self._deleted.clear()
@@ -191,6 +191,11 @@ class VectorIndex:
     def lists(self) -> int:
         """IVF lists (k-means centroids) of the current index; 0 for the other kinds."""
         return int(self._cpu_index.nlist) if isinstance(self._cpu_index, faiss.IndexIVF) else 0
+
+    @property
+    def ranks_with_codes(self) -> bool:
+        """Whether the index ranks its shortlist with 8-bit codes before answering (pq storage)."""
+        return self._refine is not None
 
     def __len__(self) -> int:
         """Live vectors (masked HNSW deletions left out)."""

@@ -289,7 +289,7 @@ def test_pq_ranks_its_shortlist_with_8_bit_codes_survives_restarts_and_deletions
 
     store = SqliteGallery(tmp_path / "g", dim, VERSION, index_options=options)
     store.add_many(records, vectors)
-    assert store.index.kind is IndexKind.IVF and store.index._refine is not None
+    assert store.index.kind is IndexKind.IVF and store.index.ranks_with_codes
     assert store.index.options.candidates(10, IndexKind.IVF) == 30
     with_codes = recall(store)
     codes = store.index._refine
