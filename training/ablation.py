@@ -209,13 +209,15 @@ def run_ablation(
     seeds: list[int] | None = None,
     command: str | None = None,
     report_only: bool = False,
+    config_args: list[str] | None = None,
 ) -> list[AblationRow]:
     """Train ``config`` once per head spec (and seed); returns one row per run, writes ablation.md / .json.
 
     With ``seeds`` the runs go to ``OUT/<head>/seed<k>`` (seed-major order, so partial tables compare
     all heads), otherwise (the config's seed) to ``OUT/<head>``. ``report_only`` trains nothing: the
     tables hold the runs that have finished (runs trained by several processes side by side, each on its
-    own heads and seeds, are gathered this way).
+    own heads and seeds, are gathered this way). With ``config_args`` (``--config PATH`` and any ``--set``) the
+    table gives each row the command that reproduces it.
     """
     from training.distributed import DistributedContext
 
@@ -244,7 +246,7 @@ def run_ablation(
                         json.dump(row.as_json(), handle, indent=2)
             rows.append(row)
             if is_main:
-                write_tables(rows, config, output_dir)
+                write_tables(rows, config, output_dir, config_args if seeds else None)
     return rows
 
 
@@ -270,8 +272,31 @@ def group_rows(rows: list[AblationRow]) -> list[list[AblationRow]]:
     return list(groups.values())
 
 
-def ablation_markdown(rows: list[AblationRow], config: TrainConfig, machine: str) -> str:
-    """The Table-2-style table (metrics in %, mean ± std over seeds) and the test-time modes side by side."""
+def row_commands(groups: list[list[AblationRow]], config_args: list[str], output_dir: str | Path) -> list[str]:
+    """Per row of the table, the command that trains (or, with ``--resume``, completes) exactly its runs."""
+    lines = []
+    for group in groups:
+        seeds = [str(row.seed) for row in group if row.seed is not None]
+        arguments = [*config_args, "--heads", group[0].spec, *(["--seeds", *seeds] if seeds else []),
+                     "--out", str(output_dir), "--resume"]  # fmt: skip
+        named = f", seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}" if seeds else ""
+        lines += [f"# {group[0].label}{named}",
+                  "python -m training ablation " + shlex.join(arguments)]  # fmt: skip
+    return lines
+
+
+def ablation_markdown(
+    rows: list[AblationRow],
+    config: TrainConfig,
+    machine: str,
+    config_args: list[str] | None = None,
+    output_dir: str | Path | None = None,
+) -> str:
+    """The Table-2-style table (metrics in %, mean ± std over seeds) and the test-time modes side by side.
+
+    With ``config_args`` and ``output_dir``, each row's reproducing command is generated from its head spec
+    and seeds; otherwise the command lines recorded in the runs are listed.
+    """
     model, data = config.model, config.data
     default_mode = canonical_test_mode(data.test_mode)
     lines = [
@@ -317,16 +342,23 @@ def ablation_markdown(rows: list[AblationRow], config: TrainConfig, machine: str
                 else:
                     cells.append("n/a")
             lines.append(f"| {group[0].label} | {', '.join(str(row.seed) for row in group)} | {' | '.join(cells)} |")
-    commands = list(dict.fromkeys(row.command for row in rows if row.command))
-    if commands:
-        lines += ["", "Reproduce:", "", "```", *commands, "```"]
+    if config_args is not None and output_dir is not None:
+        lines += ["", "Reproduce each row (a finished run is reused, an interrupted one resumed):", "", "```",
+                  *row_commands(groups, config_args, output_dir), "```"]  # fmt: skip
+    else:
+        commands = list(dict.fromkeys(row.command for row in rows if row.command))
+        if commands:
+            lines += ["", "Reproduce:", "", "```", *commands, "```"]
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows: list[AblationRow], config: TrainConfig, output_dir: Path) -> None:
+def write_tables(
+    rows: list[AblationRow], config: TrainConfig, output_dir: Path, config_args: list[str] | None = None
+) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()
-    (output_dir / "ablation.md").write_text(ablation_markdown(rows, config, machine), encoding="utf-8")
+    table = ablation_markdown(rows, config, machine, config_args, output_dir if config_args is not None else None)
+    (output_dir / "ablation.md").write_text(table, encoding="utf-8")
     with open(output_dir / "ablation.json", "w", encoding="utf-8") as handle:
         rows_json = [row.as_json() for row in rows]
         json.dump({"config": config.to_dict(), "machine": machine, "rows": rows_json}, handle, indent=2)
@@ -362,12 +394,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     for spec in args.heads:
         HeadSpec.parse(spec)  # fail before hours of training, not after
     seeds = ["--seeds", *map(str, args.seeds)] if args.seeds else []
-    command = "python -m training ablation " + shlex.join([
-        "--config", str(args.config), "--heads", *args.heads, *seeds,
-        *[item for override in args.overrides for item in ("--set", override)], "--out", str(args.out),
-    ])  # fmt: skip
+    config_args = ["--config", str(args.config), *[item for override in args.overrides for item in ("--set", override)]]
+    command = "python -m training ablation " + shlex.join([*config_args, "--heads", *args.heads, *seeds,
+                                                          "--out", str(args.out)])  # fmt: skip
     rows = run_ablation(config, args.heads, args.out, resume=args.resume, seeds=args.seeds, command=command,
-                        report_only=args.report_only)  # fmt: skip
+                        report_only=args.report_only, config_args=config_args)  # fmt: skip
     from training.distributed import DistributedContext
 
     if DistributedContext.from_environment().is_main:

@@ -73,8 +73,13 @@ def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypa
         run_dir = tmp_path / "mg-rafa-n4" / f"seed{seed}"
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps(row(seed, value).as_json()))
+    config_args = ["--config", "training/configs/synthetic_ablation.yaml", "--set", "optim.epochs=3"]
     rows = ablation.run_ablation(strided_config(), ["mg-rafa:4", "baseline"], tmp_path, seeds=[0, 1, 2],
-                                 report_only=True)  # fmt: skip
+                                 report_only=True, config_args=config_args)  # fmt: skip
     assert [(r.label, r.seed) for r in rows] == [("MG-RAFA(N=4)", 0), ("MG-RAFA(N=4)", 2)]
     table = (tmp_path / "ablation.md").read_text()
     assert "| MG-RAFA(N=4) | 0, 2 | 50.0 ± 14.1 |" in table and "Baseline" not in table
+    # The row's own command: its head and the seeds it holds, not the command line of whoever trained it.
+    assert ("# MG-RAFA(N=4), seeds 0, 2\npython -m training ablation --config training/configs/synthetic_ablation.yaml "
+            f"--set optim.epochs=3 --heads mg-rafa:4 --seeds 0 2 --out {tmp_path} --resume\n") in table
+    assert "--seeds 0 1 2" not in table
