@@ -36,11 +36,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def tracklet_frame_paths(folder: str | Path) -> list[Path]:
-    """The images of a tracklet folder in name order."""
+    """The images of a tracklet folder in name order (hidden files, such as macOS ``._`` twins, skipped)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"tracklet folder {folder} does not exist")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return paths

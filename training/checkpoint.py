@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,5 +112,12 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by the trainer, on the CPU, with ``weights_only=True`` (no code runs)."""
-    return Checkpoint.from_state(torch.load(path, map_location="cpu", weights_only=True), source=str(path))
+    """Read a checkpoint written by the trainer, on the CPU, with ``weights_only=True`` (no code runs).
+
+    A file that is not one (truncated, another format) is a ValueError naming it, not torch's traceback.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"{path}: not a readable training checkpoint ({str(error).splitlines()[0]})") from error
+    return Checkpoint.from_state(state, source=str(path))

@@ -82,3 +82,17 @@ def test_attention_command_errors(tmp_path, capsys):
     assert main(["attention", "--checkpoint", str(checkpoint), "--tracklet", str(tmp_path / "none"), "--out",
                  str(tmp_path / "o")]) == 2  # fmt: skip
     assert "does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(save_checkpoint(tmp_path / "whole.pt").read_bytes()[:1000])  # a copy cut short
+    assert main(["attention", "--checkpoint", str(broken), "--tracklet", str(tracklet), "--out",
+                 str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "not a readable training checkpoint" in capsys.readouterr().err
+
+
+def test_attention_command_skips_hidden_files_and_folders_named_like_images(tmp_path):
+    from training.attention import tracklet_frame_paths
+
+    tracklet = write_tracklet(tmp_path / "tracklet", 3)
+    (tracklet / "._0000.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata")  # not an image
+    (tracklet / "more.png").mkdir()
+    assert [p.name for p in tracklet_frame_paths(tracklet)] == ["0000.png", "0001.png", "0002.png"]

@@ -208,6 +208,85 @@ def test_prid2011_reads_the_published_mat_first_half_test(tmp_path, caplog):
         load_dataset("prid2011", root)
 
 
+def test_prid2011_follows_the_published_mat_when_more_than_21_frames_does_not_give_its_persons(tmp_path, caplog):
+    # Public code that reads train_test_splits_prid.mat on the real data keeps at least 27 frames (178
+    # persons); "more than 21" keeps more. Here persons 1 and 4 get 27 frames in both cameras.
+    root = make_prid2011(tmp_path / "p")
+    for person in (1, 4):
+        for cam in ("cam_a", "cam_b"):
+            folder = root / "prid_2011" / "multi_shot" / cam / f"person_{person:04d}"
+            first = sorted(folder.iterdir())[0]
+            for number in range(len(list(folder.iterdir())) + 1, 28):
+                shutil.copy(first, folder / f"{number:04d}.png")
+    split_dir = root / "train-test people splits"
+    split_dir.mkdir()
+    savemat(str(split_dir / "train_test_splits_prid.mat"), {"ls_set": np.array([[2.0, 1.0]] * 10)})
+    with caplog.at_level("WARNING", logger="training.data.prid2011"):
+        dataset = load_dataset("prid2011", root, split_id=0)
+    assert [t.pid for t in dataset.query] == [4] and [len(t) for t in dataset.query] == [27]
+    assert {int(Path(t.frames[0]).parent.name[7:]) for t in dataset.train} == {1}
+    assert "more than 26" in caplog.text and "indexes 2 persons" in caplog.text
+    # Without the file, the paper's "more than 21" holds (the six persons of PRID_KEPT).
+    (split_dir / "train_test_splits_prid.mat").unlink()
+    saved = load_dataset("prid2011", root, split_id=0)
+    assert len(saved.query) + saved.num_train_pids == len(PRID_KEPT)
+
+
+def test_split_files_that_repeat_or_share_persons_are_refused(tmp_path, ilidsvid_root):
+    persons = ILIDS_PERSONS
+    mat = tmp_path / "repeats.mat"
+    savemat(str(mat), {"ls_set": np.array([[1, 1, 2, 3, 4, 5]] * 10, dtype=float)})
+    with pytest.raises(ValueError, match="repeats indices"):
+        load_dataset("ilidsvid", ilidsvid_root, split_file=mat)
+    savemat(str(mat), {"other": np.ones((2, 2))})
+    with pytest.raises(ValueError, match="no ls_set"):
+        load_dataset("ilidsvid", ilidsvid_root, split_file=mat)
+    cases = {
+        "both train and test": [{"train": persons[:4], "test": persons[3:]}],
+        "no test persons": [{"train": persons, "test": []}],
+        "a person twice": [{"train": persons[:3] + persons[:1], "test": persons[3:]}],
+        "holds no splits": [],
+    }
+    for message, splits in cases.items():
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(splits))
+        with pytest.raises(ValueError, match=message):
+            load_dataset("ilidsvid", ilidsvid_root, split_file=path)
+    (tmp_path / "garbage.json").write_bytes(b"\xff\xfe not json")
+    with pytest.raises(ValueError, match="not a JSON split file"):
+        load_dataset("ilidsvid", ilidsvid_root, split_file=tmp_path / "garbage.json")
+
+
+def test_ilidsvid_reads_deep_person_reid_splits_json_and_flags_seeded_splits(tmp_path, caplog):
+    root = make_ilidsvid(tmp_path / "a", with_mat=False)
+    (root / "splits.json").write_text(json.dumps([{"train": ILIDS_PERSONS[3:], "test": ILIDS_PERSONS[:3]}]))
+    dataset = load_dataset("ilidsvid", root, split_id=0)
+    assert [t.pid for t in dataset.query] == [1, 2, 5] and not (root / "splits_ilidsvid.json").exists()
+    (root / "splits.json").unlink()
+    with caplog.at_level("WARNING", logger="training.data.splits"):
+        load_dataset("ilidsvid", root, split_id=0)
+        assert "generated 10 SEEDED splits" in caplog.text
+        caplog.clear()
+        load_dataset("ilidsvid", root, split_id=0)  # the saved seeded splits, read back, are still flagged
+        assert "SEEDED splits (seed 0" in caplog.text
+    assert not list(root.glob("*.tmp"))  # the temporary file of the atomic write is gone
+
+
+def test_seeded_splits_on_a_read_only_root_are_kept_in_memory(tmp_path, monkeypatch):
+    import training.data.splits as splits_module
+
+    root = make_ilidsvid(tmp_path / "a", with_mat=False)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(splits_module.tempfile, "mkstemp", refuse)  # what a read-only mount answers
+    first = load_dataset("ilidsvid", root, split_id=2)
+    assert not (root / "splits_ilidsvid.json").exists()
+    monkeypatch.undo()
+    assert [t.pid for t in load_dataset("ilidsvid", root, split_id=2).query] == [t.pid for t in first.query]
+
+
 def test_explicit_json_split_file_in_the_public_format(tmp_path, ilidsvid_root):
     root = make_prid2011(tmp_path / "p")
     names = [f"person_{n:04d}" for n in PRID_KEPT]

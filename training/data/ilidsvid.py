@@ -10,8 +10,8 @@ A row of ``ls_set`` is a permutation of indices into the sorted person folders. 
 (ECCV 2014) and the code most published numbers come from, the FIRST half of a row is the test set and the
 second half the training set. A split file given explicitly (``split_file``: that .mat or a JSON list of
 {"train", "test"} name lists, see ``training.data.splits``) wins; else the .mat is looked for in its
-customary places, then ``splits_ilidsvid.json``; only without any, 10 seeded half/half splits are
-generated and saved to ``splits_ilidsvid.json`` in the root.
+customary places, then ``splits_ilidsvid.json`` and ``splits.json`` (deep-person-reid's name); only
+without any, 10 seeded half/half splits are generated and saved to ``splits_ilidsvid.json`` in the root.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ ILIDSVID_LAYOUT = (
 )
 SPLIT_MAT = Path("train-test people splits") / "train_test_splits_ilidsvid.mat"
 SPLIT_JSON = "splits_ilidsvid.json"
+TORCHREID_SPLIT_JSON = "splits.json"
 ILIDSVID_PROTOCOL = (
     "iLIDS-VID: half of the 300 persons train, the other half test; query = camera 1 sequences, "
     "gallery = camera 2 sequences of the test persons; report CMC averaged over the 10 splits."
@@ -89,10 +90,10 @@ def load_ilidsvid(
         splits = read_split_file(mat_path, persons)
         log.info("iLIDS-VID splits: %d read from %s", len(splits), mat_path)
     else:
-        log.info("no %s found next to %s: using seeded splits saved as JSON", SPLIT_MAT, base)
-        splits = load_or_create_splits(
-            root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed, search_paths=(base / SPLIT_JSON,)
-        )
+        log.info("no %s found next to %s: looking for JSON splits", SPLIT_MAT, base)
+        # splits.json: the name deep-person-reid (torchreid) gives the same splits, converted from the .mat.
+        search = (base / SPLIT_JSON, root / TORCHREID_SPLIT_JSON, base.parent / TORCHREID_SPLIT_JSON)
+        splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed, search_paths=search)
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id {split_id} out of range: iLIDS-VID has {len(splits)} splits")
     split = splits[split_id]

@@ -8,7 +8,9 @@ Layout (root is the folder containing ``prid_2011/``, or ``prid_2011/`` or ``pri
 Only person_0001 to person_0200 are the same people in both cameras (the dataset's readme: cam_a's
 person_0201..0385 and cam_b's person_0201..0749 are different people who only complete each camera's
 gallery), so folder names above 200 never pair up. Of those 200, persons whose sequences have MORE THAN
-21 frames in both cameras are kept (178 in the real set, the customary protocol).
+21 frames in both cameras are kept (Wang et al.'s words). The customary 178 persons are the ones the
+published split file indexes; public code records that at least 27 frames leaves exactly those 178 (and
+at least 21, 183), so when that .mat is read and ">21" does not give its width, ">26" is used and logged.
 
 Splits: an explicit ``split_file`` (``train_test_splits_prid.mat``, ``ls_set`` 10 x 178 indexing the kept
 persons in sorted order, first half test; or a JSON list of {"train", "test"} name lists such as the
@@ -41,6 +43,11 @@ NUM_SHARED_PERSONS = 200
 #: the 200 persons, not the 178 the split file indexes, so the strict reading is the one consistent with
 #: the customary 178. When a split .mat is read, its width is checked against the persons kept.
 MIN_FRAMES_EXCLUSIVE = 21
+#: The persons the published ``train_test_splits_prid.mat`` indexes: public code that reads it on the real
+#: data keeps sequences of AT LEAST 27 frames and checks that this leaves exactly the 178 persons of the
+#: file (and records 183 for at least 21). So when that file is read and the paper's "more than 21" does
+#: not give its width, the loader keeps "more than 26" instead, and says so.
+SPLIT_MAT_MIN_FRAMES_EXCLUSIVE = 26
 PRID_PROTOCOL = (
     "PRID2011: persons 1-200 (the only ones shared by both cameras) with more than 21 frames in each camera "
     "(178 in the real set), half train and half test; query = cam_a sequences, gallery = cam_b sequences "
@@ -70,6 +77,17 @@ def qualifying_persons(frames_of: list[dict[str, list[str]]], min_frames_exclusi
     )
 
 
+def split_mat_width(path: Path) -> int:
+    """How many persons a split .mat's ``ls_set`` indexes (its row length)."""
+    try:
+        variables = loadmat(str(path))
+    except Exception as error:  # scipy raises several types for files that are not MATLAB v5
+        raise ValueError(f"{path}: not a readable MATLAB split file ({error})") from error
+    if "ls_set" not in variables:
+        raise ValueError(f"{path}: no ls_set variable; expected train_test_splits_prid.mat")
+    return int(variables["ls_set"].shape[-1])
+
+
 def load_prid2011(
     root: str | Path,
     split_id: int = 0,
@@ -93,12 +111,21 @@ def load_prid2011(
         raise ValueError(f"PRID2011 under {base}: only {len(persons)} persons qualify, cannot split")
 
     candidates = [root / SPLIT_MAT, root.parent / SPLIT_MAT, root / SPLIT_MAT.name, base.parent / SPLIT_MAT.name]
-    for inner in ("i-LIDS-VID", "ilids-vid"):
+    for inner in ("i-LIDS-VID", "iLIDS-VID", "ilids-vid"):
         candidates.append(root.parent / inner / SPLIT_MAT)
     path = Path(split_file) if split_file else next((p for p in candidates if p.is_file()), None)
     if path is not None:
         if path.suffix.lower() == ".mat" and path.is_file():
-            width = loadmat(str(path))["ls_set"].shape[1]
+            width = split_mat_width(path)
+            if width != len(persons) and min_frames_exclusive == MIN_FRAMES_EXCLUSIVE:
+                matching = qualifying_persons(frames_of, SPLIT_MAT_MIN_FRAMES_EXCLUSIVE)
+                if len(matching) == width:
+                    log.warning(
+                        "PRID2011: %s indexes %d persons; more than %d frames keeps %d, more than %d keeps "
+                        "%d: using the latter, the persons the split file was made for",
+                        path, width, min_frames_exclusive, len(persons), SPLIT_MAT_MIN_FRAMES_EXCLUSIVE, width,
+                    )  # fmt: skip
+                    persons, min_frames_exclusive = matching, SPLIT_MAT_MIN_FRAMES_EXCLUSIVE
             if width != len(persons):
                 raise ValueError(
                     f"{path} indexes {width} persons but {len(persons)} of persons 1-{NUM_SHARED_PERSONS} have "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,17 +39,46 @@ def splits_from_mat(path: Path, persons: list[str]) -> list[dict]:
     ``persons`` are the dataset's person folders in the order the indices refer to (sorted, filtered);
     a file indexing another number of persons was made for other data and is an error.
     """
-    ls_set = np.atleast_2d(np.asarray(loadmat(str(path))["ls_set"]).astype(np.int64))
+    try:
+        variables = loadmat(str(path))
+    except Exception as error:  # scipy raises several types for files that are not MATLAB v5
+        raise ValueError(f"{path}: not a readable MATLAB split file ({error})") from error
+    if "ls_set" not in variables:
+        names = sorted(key for key in variables if not key.startswith("__"))
+        raise ValueError(f"{path}: no ls_set variable (it holds {names}); expected a train-test people split file")
+    ls_set = np.atleast_2d(np.asarray(variables["ls_set"]).astype(np.int64))
+    if ls_set.size == 0:
+        raise ValueError(f"{path}: ls_set is empty")
     if ls_set.shape[1] != len(persons) or ls_set.min() < 1 or ls_set.max() > len(persons):
         raise ValueError(
             f"{path}: ls_set is {ls_set.shape[0]}x{ls_set.shape[1]} with indices {ls_set.min()}..{ls_set.max()}, "
             f"but {len(persons)} persons qualify; the file is for other data"
         )
+    for number, row in enumerate(ls_set.tolist(), start=1):
+        if len(set(row)) != len(row):
+            raise ValueError(f"{path}: row {number} of ls_set repeats indices; each row must be a permutation")
     half = ls_set.shape[1] // 2
     return [
         {"test": sorted(persons[i - 1] for i in row[:half]), "train": sorted(persons[i - 1] for i in row[half:])}
         for row in ls_set.tolist()
     ]
+
+
+def check_split(path: Path, number: int, split: dict) -> None:
+    """A split names persons at most once, none on both sides, and has persons to train and to test."""
+    for side in ("train", "test"):
+        names = split[side]
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"{path}: split {number} {side!r} must be a list of person folder names")
+        if not names:
+            raise ValueError(f"{path}: split {number} has no {side} persons")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path}: split {number} names a person twice in {side!r}")
+    shared = set(split["train"]) & set(split["test"])
+    if shared:
+        raise ValueError(
+            f"{path}: split {number} puts {len(shared)} persons in both train and test (e.g. {sorted(shared)[:3]})"
+        )
 
 
 def read_split_file(path: Path, persons: list[str]) -> list[dict]:
@@ -62,18 +92,25 @@ def read_split_file(path: Path, persons: list[str]) -> list[dict]:
         raise FileNotFoundError(f"split file {path} does not exist")
     if path.suffix.lower() == ".mat":
         return splits_from_mat(path, persons)
-    with open(path, encoding="utf-8") as handle:
-        saved = json.load(handle)
-    splits = saved["splits"] if isinstance(saved, dict) else saved
+    try:
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON split file ({error})") from error
+    splits = saved.get("splits") if isinstance(saved, dict) else saved
     if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "test"} <= set(s) for s in splits):
         raise ValueError(f"{path}: expected a list of {{'train': [...], 'test': [...]}} splits")
-    named = {name for split in splits for name in (*split["train"], *split["test"])}
+    if not splits:
+        raise ValueError(f"{path}: the file holds no splits")
+    named = {str(name) for split in splits for name in (*split["train"], *split["test"])}
     unknown = named - set(persons)
     if unknown:
         raise ValueError(
             f"{path} names {len(unknown)} persons not in the dataset (e.g. {sorted(unknown)[:3]}); "
             "it belongs to other data (delete a generated one to make new splits)"
         )
+    for number, split in enumerate(splits):
+        check_split(path, number, split)
     return [{"train": sorted(s["train"]), "test": sorted(s["test"])} for s in splits]
 
 
@@ -110,23 +147,52 @@ def load_or_create_splits(
     for candidate in (path, *search_paths):
         if candidate.is_file():
             splits = read_split_file(candidate, persons)
-            log.info("splits: %d read from %s", len(splits), candidate)
+            generated_seed = generated_by(candidate)
+            if generated_seed is None:
+                log.info("splits: %d read from %s", len(splits), candidate)
+            else:
+                log.warning(
+                    "splits: %d SEEDED splits (seed %s, generated by this tool, not a published split file) read "
+                    "from %s; numbers on them do not compare with published ones", len(splits), generated_seed,
+                    candidate,
+                )  # fmt: skip
             return splits
 
     splits = generate_splits(persons, num_splits=num_splits, seed=seed)
     payload = {"seed": seed, "num_persons": len(persons), "splits": splits}
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1)
-    os.replace(temporary, path)  # atomic, so a crash never leaves a half-written split file to be reused
-    log.info(
-        "splits: no split file found; generated %d seeded splits (seed %d) of %d persons, saved to %s",
-        num_splits,
-        seed,
-        len(persons),
-        path,
-    )
+    try:
+        # A unique temporary name: runs of several splits started side by side all generate the same file,
+        # and must not truncate or rename each other's half-written copy. The rename is atomic.
+        handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(payload, stream, indent=1)
+            os.chmod(temporary, 0o644)  # mkstemp makes it private; the split file is for everyone who reads the data
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        saved = f"saved to {path}"
+    except OSError as error:  # a read-only dataset mount: the splits are still reproducible from the seed
+        saved = f"not saved ({path}: {error.strerror or error}); the same seed regenerates them"
+    log.warning(
+        "splits: no published split file found; generated %d SEEDED splits (seed %d) of %d persons, %s. "
+        "Numbers on them do not compare with published ones: give the dataset's split file to compare",
+        num_splits, seed, len(persons), saved,
+    )  # fmt: skip
     return splits
+
+
+def generated_by(path: Path) -> int | None:
+    """The seed of a split file this module generated (it records one), None for a published file."""
+    if path.suffix.lower() != ".json":
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return saved.get("seed") if isinstance(saved, dict) else None
 
 
 def two_camera_dataset(

@@ -54,8 +54,15 @@ class VideoDataset:
 
 
 def sorted_frames(directory: Path) -> tuple[str, ...]:
-    """The image files of a tracklet directory sorted by file name (directory order is arbitrary)."""
-    names = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
+    """The image files of a tracklet directory sorted by file name (directory order is arbitrary).
+
+    Hidden files are skipped: archives made on macOS carry ``._0001.png`` metadata twins of every frame.
+    """
+    names = sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
     return tuple(str(directory / name) for name in names)
 
 
