@@ -167,7 +167,8 @@ def describe_machine() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cpu}, {cores} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    text = f"{cpu}, {cores} cores, torch {torch.__version__} with {threads} thread{'s' if threads != 1 else ''}"
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     else:
