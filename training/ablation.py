@@ -38,6 +38,34 @@ log = logging.getLogger(__name__)
 #: The four heads of the issue's ablation (the paper's Table 2 rows without SG-RAFA(S=4) and N=2).
 DEFAULT_HEADS = ("baseline", "mg-afa:4", "sg-rafa:1", "mg-rafa:4")
 
+#: The paper's MARS results (mAP, rank-1; Table 2, and Table 3's all-nodes reference), by head spec.
+PAPER_MARS = {
+    "baseline": (82.1, 85.9),
+    "mg-afa:4": (82.5, 86.6),
+    "sg-rafa:1": (85.1, 87.8),
+    "sg-rafa:4": (84.9, 88.4),
+    "mg-rafa:2": (85.5, 88.4),
+    "mg-rafa:4": (85.9, 88.8),
+    "sg-rafa:1,reference=all": (84.3, 87.3),
+}
+#: The comparisons the paper draws (Sections 4.3.1, 4.3.2), and the ones the ablation adds: (A, B, what
+#: A - B measures). The report shows each where both heads have runs, paired by seed.
+COMPARISONS = (
+    ("mg-rafa:4", "baseline", "the MG-RAFA module"),
+    ("mg-rafa:4", "mg-afa:4", "relations (attention from relations vs from appearance alone)"),
+    ("mg-rafa:4", "sg-rafa:1", "multiple granularities vs one"),
+    ("mg-rafa:4", "sg-rafa:4", "granularities vs as many masks at one granularity"),
+    ("mg-afa:4", "baseline", "attention without relations"),
+    ("sg-rafa:1", "mg-afa:4", "single-granularity relations vs multi-granularity appearance"),
+    ("mg-rafa:4", "mg-rafa:2", "N=4 vs N=2"),
+    ("mg-rafa:2", "mg-rafa:1", "N=2 vs N=1"),
+    ("mg-rafa:3", "mg-rafa:2", "N=3 vs N=2"),
+    ("mg-rafa:4", "mg-rafa:3", "N=4 vs N=3"),
+    ("sg-rafa:1", "sg-rafa:1,reference=all", "temporal-average reference vs all nodes (Table 3)"),
+    ("sg-rafa:1", "sg-rafa:1,reference=frame", "temporal-average reference vs per-frame references"),
+    ("mg-rafa:4", "mg-rafa:4,s=8", "reduction ratio s=6 vs s=8"),
+)
+
 
 @dataclass(frozen=True)
 class HeadSpec:
@@ -286,6 +314,66 @@ def row_commands(groups: list[list[AblationRow]], config_args: list[str], output
     return lines
 
 
+def paired_comparisons(groups: list[list[AblationRow]], mode: str) -> list[str]:
+    """The paper's comparisons (:data:`COMPARISONS`) as differences A - B, paired by seed, beside the paper's.
+
+    A seed fixes the backbone's initialisation, the batches and the augmentation draws for every head, so
+    the difference within a seed isolates the head; its mean ± std over the shared seeds is the estimate.
+    """
+    by_spec = {group[0].spec_key: group for group in groups}
+
+    def metrics_of(row: AblationRow) -> RetrievalMetrics | None:
+        return row.modes.get(mode, row.metrics if row.test_mode == mode else None)
+
+    lines = []
+    for first, second, meaning in COMPARISONS:
+        a, b = by_spec.get(HeadSpec.parse(first)), by_spec.get(HeadSpec.parse(second))
+        if a is None or b is None:
+            continue
+        of_b = {row.seed: metrics_of(row) for row in b}
+        pairs = [(metrics_of(row), of_b[row.seed]) for row in a if row.seed in of_b]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        if not pairs:
+            continue
+        seeds = [str(row.seed) for row in a if row.seed in of_b]
+        map_diff = [x.mAP - y.mAP for x, y in pairs]
+        rank1_diff = [x.rank1 - y.rank1 for x, y in pairs]
+        paper = PAPER_MARS.get(first), PAPER_MARS.get(second)
+        if paper[0] and paper[1]:
+            paper_map, paper_rank1 = paper[0][0] - paper[1][0], paper[0][1] - paper[1][1]
+            mean = float(np.mean(map_diff))
+            order = "same" if mean * paper_map > 0 else "reversed"
+            if len(map_diff) > 1 and abs(mean) < np.std(map_diff, ddof=1):
+                order += " (within a std)"
+            paper_cells = f"{paper_map:+.1f} / {paper_rank1:+.1f} | {order}"
+        else:
+            paper_cells = "not in the paper | -"
+        label = f"{a[0].label} - {b[0].label}"
+        lines.append(
+            f"| {label} | {meaning} | {', '.join(seeds)} | {signed_mean_std(map_diff)} | "
+            f"{signed_mean_std(rank1_diff)} | {paper_cells} |"
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        f"Paired by seed (same backbone initialisation, batches and augmentation), `{mode}`: differences in "
+        "points, mean ± std over the seeds both heads have; the paper's on MARS (Tables 2 and 3):",
+        "",
+        "| A - B | measures | seeds | mAP | Rank-1 | paper mAP / Rank-1 | order vs paper (mAP) |",
+        "|---|---|---|---:|---:|---:|---|",
+        *lines,
+    ]
+
+
+def signed_mean_std(values: list[float]) -> str:
+    """Differences of fractions as signed points: '+2.1 ± 1.3' over several, '+2.1' for one."""
+    points = 100 * np.asarray(values, dtype=np.float64)
+    if len(points) == 1:
+        return f"{points[0]:+.1f}"
+    return f"{points.mean():+.1f} ± {points.std(ddof=1):.1f}"
+
+
 def ablation_markdown(
     rows: list[AblationRow],
     config: TrainConfig,
@@ -343,6 +431,7 @@ def ablation_markdown(
                 else:
                     cells.append("n/a")
             lines.append(f"| {group[0].label} | {', '.join(str(row.seed) for row in group)} | {' | '.join(cells)} |")
+    lines += paired_comparisons(groups, default_mode)
     if config_args is not None and output_dir is not None:
         lines += ["", "Reproduce each row (a finished run is reused, an interrupted one resumed):", "", "```",
                   *row_commands(groups, config_args, output_dir), "```"]  # fmt: skip

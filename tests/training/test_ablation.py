@@ -83,3 +83,28 @@ def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypa
     assert ("# MG-RAFA(N=4), seeds 0, 2\npython -m training ablation --config training/configs/synthetic_ablation.yaml "
             f"--set optim.epochs=3 --heads mg-rafa:4 --seeds 0 2 --out {tmp_path} --resume\n") in table
     assert "--seeds 0 1 2" not in table
+
+
+def test_paired_comparisons_difference_each_seed_and_set_it_beside_the_papers_order():
+    import dataclasses
+
+    def run(spec: str, label: str, seed: int, value: float) -> AblationRow:
+        head = HeadSpec.parse(spec)
+        metrics = RetrievalMetrics(value, value, value, value, value)
+        return dataclasses.replace(row(seed, value, label), spec=spec, head=head.head,
+                                   granularities=head.granularities, splits=head.splits,
+                                   modes={"consecutive": metrics})  # fmt: skip
+
+    # The baseline is ahead in seeds 0 and 1 by 10 and 2 points; seed 2 has no baseline run to pair with.
+    rows = [run("baseline", "Baseline", 0, 0.60), run("baseline", "Baseline", 1, 0.50),
+            run("mg-rafa:4", "MG-RAFA(N=4)", 0, 0.50), run("mg-rafa:4", "MG-RAFA(N=4)", 1, 0.48),
+            run("mg-rafa:4", "MG-RAFA(N=4)", 2, 0.90), run("mg-rafa:1", "MG-RAFA(N=1)", 0, 0.40)]  # fmt: skip
+    table = ablation_markdown(rows, TrainConfig(), "test machine")
+    assert "| MG-RAFA(N=4) - Baseline | the MG-RAFA module | 0, 1 | -6.0 ± 5.7 | -6.0 ± 5.7 | +3.8 / +2.9 | " \
+           "reversed |" in table  # fmt: skip
+    # A comparison the paper does not draw is reported without a paper column; heads without a partner are not.
+    assert "| MG-RAFA(N=4) - MG-AFA(N=4)" not in table
+    rows.append(run("mg-rafa:2", "MG-RAFA(N=2)", 0, 0.45))
+    table = ablation_markdown(rows, TrainConfig(), "test machine")
+    assert "| MG-RAFA(N=2) - MG-RAFA(N=1) | N=2 vs N=1 | 0 | +5.0 | +5.0 | not in the paper | - |" in table
+    assert "| MG-RAFA(N=4) - MG-RAFA(N=2) | N=4 vs N=2 | 0 | +5.0 | +5.0 | +0.4 / +0.4 | same |" in table
