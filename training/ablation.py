@@ -253,6 +253,7 @@ def run_ablation(
     output_dir = Path(output_dir)
     is_main = DistributedContext.from_environment().is_main
     rows = []
+    consistent = True  # every reused run was trained with what this command would train
     for seed in seeds or [None]:
         for spec in heads:
             head = HeadSpec.parse(spec)
@@ -263,6 +264,14 @@ def run_ablation(
                 with open(result_path, encoding="utf-8") as handle:
                     row = AblationRow.from_json(json.load(handle))
                 log.info("%s (seed %s): already trained, reusing %s", row.label, row.seed, result_path)
+                saved_config = run_dir / "config.yaml"
+                if saved_config.is_file() and trained_as(load_config(saved_config)) != trained_as(run_config):
+                    log.warning(
+                        "%s (seed %s) was trained with another config than this command's (%s): the table lists "
+                        "the command lines the runs recorded instead of per-row commands", row.label, row.seed,
+                        saved_config,
+                    )  # fmt: skip
+                    consistent = False
             elif report_only:
                 log.info("%s (seed %s): not trained yet, left out of the tables", head.label, seed)
                 continue
@@ -275,8 +284,18 @@ def run_ablation(
                         json.dump(row.as_json(), handle, indent=2)
             rows.append(row)
             if is_main:
-                write_tables(rows, config, output_dir, config_args if seeds else None)
+                write_tables(rows, config, output_dir, config_args if seeds and consistent else None)
     return rows
+
+
+def trained_as(config: TrainConfig) -> dict[str, Any]:
+    """What decides a run's training: the config without the evaluation-only settings (the test-time mode,
+    its batch size, data workers, evaluating at the end), which the ablation sets or measures itself."""
+    values = config.to_dict()
+    values.pop("eval_at_end", None)
+    values["data"] = {key: value for key, value in values["data"].items()
+                      if key not in ("test_mode", "test_batch_size", "num_workers")}  # fmt: skip
+    return values
 
 
 def format_duration(seconds: float) -> str:
@@ -331,18 +350,19 @@ def paired_comparisons(groups: list[list[AblationRow]], mode: str) -> list[str]:
         if a is None or b is None:
             continue
         of_b = {row.seed: metrics_of(row) for row in b}
-        pairs = [(metrics_of(row), of_b[row.seed]) for row in a if row.seed in of_b]
-        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-        if not pairs:
+        triples = [(row.seed, metrics_of(row), of_b.get(row.seed)) for row in a]
+        triples = [(seed, x, y) for seed, x, y in triples if x is not None and y is not None]
+        if not triples:
             continue
-        seeds = [str(row.seed) for row in a if row.seed in of_b]
+        seeds = [str(seed) for seed, _, _ in triples]
+        pairs = [(x, y) for _, x, y in triples]
         map_diff = [x.mAP - y.mAP for x, y in pairs]
         rank1_diff = [x.rank1 - y.rank1 for x, y in pairs]
         paper = PAPER_MARS.get(first), PAPER_MARS.get(second)
         if paper[0] and paper[1]:
             paper_map, paper_rank1 = paper[0][0] - paper[1][0], paper[0][1] - paper[1][1]
             mean = float(np.mean(map_diff))
-            order = "same" if mean * paper_map > 0 else "reversed"
+            order = "same" if mean * paper_map > 0 else ("reversed" if mean * paper_map < 0 else "tie")
             if len(map_diff) > 1 and abs(mean) < np.std(map_diff, ddof=1):
                 order += " (within a std)"
             paper_cells = f"{paper_map:+.1f} / {paper_rank1:+.1f} | {order}"

@@ -118,6 +118,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"{path}: not a readable training checkpoint ({str(error).splitlines()[0]})") from error
+    except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0] or type(error).__name__
+        raise ValueError(f"{path}: not a readable training checkpoint ({reason})") from error
     return Checkpoint.from_state(state, source=str(path))

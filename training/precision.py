@@ -50,7 +50,8 @@ def find_tracklets(root: str | Path) -> list[list[Path]]:
     tracklets: list[list[Path]] = []
     for folder in sorted({path.parent for path in root.rglob("*") if path.suffix.lower() in FRAME_SUFFIXES}):
         groups: dict[str, list[Path]] = defaultdict(list)
-        for frame in sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()):
+        frames = (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
+        for frame in sorted(p for p in frames if not p.name.startswith(".")):  # macOS ._ twins are not frames
             match = _MARS_NAME.match(frame.name)
             groups[match.group(1) if match else ""].append(frame)
         tracklets.extend(groups[key] for key in sorted(groups))

@@ -61,6 +61,7 @@ def test_the_main_table_shows_the_configs_test_time_mode_from_the_runs_every_mod
 
 
 def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypatch):
+    import dataclasses
     import json
 
     import training.ablation as ablation
@@ -83,6 +84,15 @@ def test_report_only_gathers_finished_runs_and_trains_nothing(tmp_path, monkeypa
     assert ("# MG-RAFA(N=4), seeds 0, 2\npython -m training ablation --config training/configs/synthetic_ablation.yaml "
             f"--set optim.epochs=3 --heads mg-rafa:4 --seeds 0 2 --out {tmp_path} --resume\n") in table
     assert "--seeds 0 1 2" not in table
+    # A run trained with another config than the report's: its own recorded command, not a made-up one.
+    from training.config import save_config
+
+    other = dataclasses.replace(strided_config(), optim=dataclasses.replace(strided_config().optim, epochs=99))
+    save_config(HeadSpec.parse("mg-rafa:4").apply(other, 2), tmp_path / "mg-rafa-n4" / "seed2" / "config.yaml")
+    ablation.run_ablation(strided_config(), ["mg-rafa:4"], tmp_path, seeds=[0, 1, 2], report_only=True,
+                          config_args=config_args)  # fmt: skip
+    table = (tmp_path / "ablation.md").read_text()
+    assert "--resume" not in table and "python -m training ablation --seeds 0 1 2" in table
 
 
 def test_paired_comparisons_difference_each_seed_and_set_it_beside_the_papers_order():
@@ -108,3 +118,7 @@ def test_paired_comparisons_difference_each_seed_and_set_it_beside_the_papers_or
     table = ablation_markdown(rows, TrainConfig(), "test machine")
     assert "| MG-RAFA(N=2) - MG-RAFA(N=1) | N=2 vs N=1 | 0 | +5.0 | +5.0 | not in the paper | - |" in table
     assert "| MG-RAFA(N=4) - MG-RAFA(N=2) | N=4 vs N=2 | 0 | +5.0 | +5.0 | +0.4 / +0.4 | same |" in table
+    # A run that never measured the table's mode is left out of the pair and of its seeds.
+    rows[3] = dataclasses.replace(rows[3], modes={"strided": rows[3].modes["consecutive"]})  # MG-RAFA seed 1
+    table = ablation_markdown(rows, TrainConfig(), "test machine")
+    assert "| MG-RAFA(N=4) - Baseline | the MG-RAFA module | 0 | -10.0 | -10.0 | +3.8 / +2.9 | reversed |" in table

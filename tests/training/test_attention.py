@@ -87,6 +87,11 @@ def test_attention_command_errors(tmp_path, capsys):
     assert main(["attention", "--checkpoint", str(broken), "--tracklet", str(tracklet), "--out",
                  str(tmp_path / "o")]) == 2  # fmt: skip
     assert "not a readable training checkpoint" in capsys.readouterr().err
+    for content in (b"", b"plain text, not a checkpoint"):
+        broken.write_bytes(content)
+        assert main(["attention", "--checkpoint", str(broken), "--tracklet", str(tracklet), "--out",
+                     str(tmp_path / "o")]) == 2  # fmt: skip
+        assert "not a readable training checkpoint" in capsys.readouterr().err
 
 
 def test_attention_command_skips_hidden_files_and_folders_named_like_images(tmp_path):

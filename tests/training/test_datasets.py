@@ -226,6 +226,7 @@ def test_prid2011_follows_the_published_mat_when_more_than_21_frames_does_not_gi
     assert [t.pid for t in dataset.query] == [4] and [len(t) for t in dataset.query] == [27]
     assert {int(Path(t.frames[0]).parent.name[7:]) for t in dataset.train} == {1}
     assert "more than 26" in caplog.text and "indexes 2 persons" in caplog.text
+    assert "more than 26 frames in each camera (2 here)" in dataset.protocol
     # Without the file, the paper's "more than 21" holds (the six persons of PRID_KEPT).
     (split_dir / "train_test_splits_prid.mat").unlink()
     saved = load_dataset("prid2011", root, split_id=0)
@@ -270,6 +271,18 @@ def test_ilidsvid_reads_deep_person_reid_splits_json_and_flags_seeded_splits(tmp
         load_dataset("ilidsvid", root, split_id=0)  # the saved seeded splits, read back, are still flagged
         assert "SEEDED splits (seed 0" in caplog.text
     assert not list(root.glob("*.tmp"))  # the temporary file of the atomic write is gone
+    # Published splits win over seeded ones an earlier run saved.
+    (root / "splits.json").write_text(json.dumps([{"train": ILIDS_PERSONS[:3], "test": ILIDS_PERSONS[3:]}]))
+    assert [t.pid for t in load_dataset("ilidsvid", root, split_id=0).query] == [7, 10, 11]
+
+
+def test_seeded_splits_are_written_under_a_temporary_name_of_their_own(tmp_path):
+    # Runs of several splits started side by side each write the file; one run's temporary file must not be
+    # another's. A fixed name (here occupied by a folder, as if another run held it) would fail.
+    root = make_ilidsvid(tmp_path / "a", with_mat=False)
+    (root / "splits_ilidsvid.json.tmp").mkdir()
+    load_dataset("ilidsvid", root, split_id=0)
+    assert len(json.loads((root / "splits_ilidsvid.json").read_text())["splits"]) == 10
 
 
 def test_seeded_splits_on_a_read_only_root_are_kept_in_memory(tmp_path, monkeypatch):

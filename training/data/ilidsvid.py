@@ -92,8 +92,15 @@ def load_ilidsvid(
     else:
         log.info("no %s found next to %s: looking for JSON splits", SPLIT_MAT, base)
         # splits.json: the name deep-person-reid (torchreid) gives the same splits, converted from the .mat.
-        search = (base / SPLIT_JSON, root / TORCHREID_SPLIT_JSON, base.parent / TORCHREID_SPLIT_JSON)
-        splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed, search_paths=search)
+        # Published splits come before seeded ones saved by an earlier run.
+        published = next((p for p in (root / TORCHREID_SPLIT_JSON, base.parent / TORCHREID_SPLIT_JSON) if p.is_file()),
+                         None)  # fmt: skip
+        if published is not None:
+            splits = read_split_file(published, persons)
+            log.info("iLIDS-VID splits: %d read from %s", len(splits), published)
+        else:
+            splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed,
+                                           search_paths=(base / SPLIT_JSON,))  # fmt: skip
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id {split_id} out of range: iLIDS-VID has {len(splits)} splits")
     split = splits[split_id]

@@ -37,11 +37,11 @@ SPLIT_JSON = "splits_prid2011.json"
 SPLIT_MAT = Path("train-test people splits") / "train_test_splits_prid.mat"
 #: Persons 1..200 are the same people in both cameras; higher numbers are not.
 NUM_SHARED_PERSONS = 200
-#: A sequence must have MORE than this many frames. Wang et al. (ECCV 2014), whose protocol and split
+#: A sequence must have MORE than this many frames: Wang et al. (ECCV 2014), whose protocol and split
 #: files (train_test_splits_prid.mat) published PRID2011 numbers use, keep "sequences of more than 21
-#: frames", 178 persons. Some code reads it as ">= 21"; a public loader records that >= 21 leaves 183 of
-#: the 200 persons, not the 178 the split file indexes, so the strict reading is the one consistent with
-#: the customary 178. When a split .mat is read, its width is checked against the persons kept.
+#: frames". Some code reads it as ">= 21", which a public loader records to leave 183 of the 200 persons;
+#: the strict reading keeps at most that many (how many on the real data was not measured here: no copy).
+#: When a split .mat is read, its width is checked against the persons kept (see below).
 MIN_FRAMES_EXCLUSIVE = 21
 #: The persons the published ``train_test_splits_prid.mat`` indexes: public code that reads it on the real
 #: data keeps sequences of AT LEAST 27 frames and checks that this leaves exactly the 178 persons of the
@@ -49,9 +49,9 @@ MIN_FRAMES_EXCLUSIVE = 21
 #: not give its width, the loader keeps "more than 26" instead, and says so.
 SPLIT_MAT_MIN_FRAMES_EXCLUSIVE = 26
 PRID_PROTOCOL = (
-    "PRID2011: persons 1-200 (the only ones shared by both cameras) with more than 21 frames in each camera "
-    "(178 in the real set), half train and half test; query = cam_a sequences, gallery = cam_b sequences "
-    "of the test persons; report CMC averaged over 10 splits."
+    "PRID2011: persons 1-200 (the only ones shared by both cameras) with more than {min_frames} frames in each "
+    "camera ({count} here), half train and half test; query = cam_a sequences, gallery = cam_b sequences of the "
+    "test persons; report CMC averaged over 10 splits."
 )
 
 
@@ -143,6 +143,7 @@ def load_prid2011(
     def tracklets_of(names: list[str], cam_index: int) -> list[Tracklet]:
         return [Tracklet(frames=frames_of[cam_index][n], pid=person_number(n), camid=cam_index) for n in names]
 
-    dataset = two_camera_dataset("prid2011", split, tracklets_of, PRID_PROTOCOL + f" This is split {split_id}.")
+    protocol = PRID_PROTOCOL.format(min_frames=min_frames_exclusive, count=len(persons))
+    dataset = two_camera_dataset("prid2011", split, tracklets_of, protocol + f" This is split {split_id}.")
     log.info("loaded PRID2011 split %d from %s\n%s", split_id, base, dataset.summary())
     return dataset

@@ -64,12 +64,18 @@ def splits_from_mat(path: Path, persons: list[str]) -> list[dict]:
     ]
 
 
-def check_split(path: Path, number: int, split: dict) -> None:
-    """A split names persons at most once, none on both sides, and has persons to train and to test."""
+def check_names(path: Path, number: int, split: dict) -> None:
+    """Each side of a split is a list of person folder names."""
     for side in ("train", "test"):
         names = split[side]
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise ValueError(f"{path}: split {number} {side!r} must be a list of person folder names")
+
+
+def check_split(path: Path, number: int, split: dict) -> None:
+    """A split names persons at most once, none on both sides, and has persons to train and to test."""
+    for side in ("train", "test"):
+        names = split[side]
         if not names:
             raise ValueError(f"{path}: split {number} has no {side} persons")
         if len(set(names)) != len(names):
@@ -102,7 +108,9 @@ def read_split_file(path: Path, persons: list[str]) -> list[dict]:
         raise ValueError(f"{path}: expected a list of {{'train': [...], 'test': [...]}} splits")
     if not splits:
         raise ValueError(f"{path}: the file holds no splits")
-    named = {str(name) for split in splits for name in (*split["train"], *split["test"])}
+    for number, split in enumerate(splits):
+        check_names(path, number, split)
+    named = {name for split in splits for name in (*split["train"], *split["test"])}
     unknown = named - set(persons)
     if unknown:
         raise ValueError(
@@ -167,7 +175,10 @@ def load_or_create_splits(
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 json.dump(payload, stream, indent=1)
-            os.chmod(temporary, 0o644)  # mkstemp makes it private; the split file is for everyone who reads the data
+            # mkstemp makes the file private; give it the mode a plain open() would (0o666 less the umask).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)
             os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):
