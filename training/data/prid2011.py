@@ -24,10 +24,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from scipy.io import loadmat
-
 from training.data.ilidsvid import person_number
-from training.data.splits import DEFAULT_NUM_SPLITS, load_or_create_splits, read_split_file, two_camera_dataset
+from training.data.splits import (
+    DEFAULT_NUM_SPLITS,
+    load_or_create_splits,
+    read_ls_set,
+    read_split_file,
+    two_camera_dataset,
+)
 from training.data.tracklets import Tracklet, VideoDataset, sorted_frames
 
 log = logging.getLogger(__name__)
@@ -77,17 +81,6 @@ def qualifying_persons(frames_of: list[dict[str, list[str]]], min_frames_exclusi
     )
 
 
-def split_mat_width(path: Path) -> int:
-    """How many persons a split .mat's ``ls_set`` indexes (its row length)."""
-    try:
-        variables = loadmat(str(path))
-    except Exception as error:  # scipy raises several types for files that are not MATLAB v5
-        raise ValueError(f"{path}: not a readable MATLAB split file ({error})") from error
-    if "ls_set" not in variables:
-        raise ValueError(f"{path}: no ls_set variable; expected train_test_splits_prid.mat")
-    return int(variables["ls_set"].shape[-1])
-
-
 def load_prid2011(
     root: str | Path,
     split_id: int = 0,
@@ -116,7 +109,7 @@ def load_prid2011(
     path = Path(split_file) if split_file else next((p for p in candidates if p.is_file()), None)
     if path is not None:
         if path.suffix.lower() == ".mat" and path.is_file():
-            width = split_mat_width(path)
+            width = read_ls_set(path).shape[1]  # how many persons the file indexes
             if width != len(persons) and min_frames_exclusive == MIN_FRAMES_EXCLUSIVE:
                 matching = qualifying_persons(frames_of, SPLIT_MAT_MIN_FRAMES_EXCLUSIVE)
                 if len(matching) == width:

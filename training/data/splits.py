@@ -33,12 +33,8 @@ log = logging.getLogger(__name__)
 DEFAULT_NUM_SPLITS = 10
 
 
-def splits_from_mat(path: Path, persons: list[str]) -> list[dict]:
-    """``ls_set`` rows of a split .mat as train/test name lists (first half test, second half train).
-
-    ``persons`` are the dataset's person folders in the order the indices refer to (sorted, filtered);
-    a file indexing another number of persons was made for other data and is an error.
-    """
+def read_ls_set(path: Path) -> np.ndarray:
+    """The ``ls_set`` matrix (splits x persons, 1-based indices) of a published split .mat."""
     try:
         variables = loadmat(str(path))
     except Exception as error:  # scipy raises several types for files that are not MATLAB v5
@@ -46,7 +42,16 @@ def splits_from_mat(path: Path, persons: list[str]) -> list[dict]:
     if "ls_set" not in variables:
         names = sorted(key for key in variables if not key.startswith("__"))
         raise ValueError(f"{path}: no ls_set variable (it holds {names}); expected a train-test people split file")
-    ls_set = np.atleast_2d(np.asarray(variables["ls_set"]).astype(np.int64))
+    return np.atleast_2d(np.asarray(variables["ls_set"]).astype(np.int64))
+
+
+def splits_from_mat(path: Path, persons: list[str]) -> list[dict]:
+    """``ls_set`` rows of a split .mat as train/test name lists (first half test, second half train).
+
+    ``persons`` are the dataset's person folders in the order the indices refer to (sorted, filtered);
+    a file indexing another number of persons was made for other data and is an error.
+    """
+    ls_set = read_ls_set(path)
     if ls_set.size == 0:
         raise ValueError(f"{path}: ls_set is empty")
     if ls_set.shape[1] != len(persons) or ls_set.min() < 1 or ls_set.max() > len(persons):
