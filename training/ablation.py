@@ -333,6 +333,11 @@ def row_commands(groups: list[list[AblationRow]], config_args: list[str], output
     return lines
 
 
+def metrics_in(row: AblationRow, mode: str) -> RetrievalMetrics | None:
+    """A run's metrics in ``mode`` (from its every-mode results), None when it never measured that mode."""
+    return row.modes.get(mode, row.metrics if row.test_mode == mode else None)
+
+
 def paired_comparisons(groups: list[list[AblationRow]], mode: str) -> list[str]:
     """The paper's comparisons (:data:`COMPARISONS`) as differences A - B, paired by seed, beside the paper's.
 
@@ -341,16 +346,13 @@ def paired_comparisons(groups: list[list[AblationRow]], mode: str) -> list[str]:
     """
     by_spec = {group[0].spec_key: group for group in groups}
 
-    def metrics_of(row: AblationRow) -> RetrievalMetrics | None:
-        return row.modes.get(mode, row.metrics if row.test_mode == mode else None)
-
     lines = []
     for first, second, meaning in COMPARISONS:
         a, b = by_spec.get(HeadSpec.parse(first)), by_spec.get(HeadSpec.parse(second))
         if a is None or b is None:
             continue
-        of_b = {row.seed: metrics_of(row) for row in b}
-        triples = [(row.seed, metrics_of(row), of_b.get(row.seed)) for row in a]
+        of_b = {row.seed: metrics_in(row, mode) for row in b}
+        triples = [(row.seed, metrics_in(row, mode), of_b.get(row.seed)) for row in a]
         triples = [(seed, x, y) for seed, x, y in triples if x is not None and y is not None]
         if not triples:
             continue
@@ -422,8 +424,7 @@ def ablation_markdown(
         seeds = ", ".join(str(row.seed) for row in group)
         # The config's test-time mode, from the runs' every-mode results (a run trained while another mode was
         # the default still has it); a run without it shows n/a rather than another mode's numbers.
-        chosen = [row.modes.get(default_mode, row.metrics if row.test_mode == default_mode else None)
-                  for row in group]
+        chosen = [metrics_in(row, default_mode) for row in group]
         if all(metrics is not None for metrics in chosen):
             keys = ("mAP", "rank1", "rank5", "rank10", "rank20")
             cells = [mean_std([getattr(metrics, key) for metrics in chosen]) for key in keys]

@@ -30,9 +30,8 @@ import torch
 from models.overlay import attention_figure, granularity_name, overlay_frames, write_png
 from training.checkpoint import load_checkpoint
 from training.data.sampling import chunk_frame_indices
+from training.data.tracklets import FRAME_SUFFIXES, sorted_frames
 from training.data.transforms import load_frame, to_tensor
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def tracklet_frame_paths(folder: str | Path) -> list[Path]:
@@ -40,11 +39,9 @@ def tracklet_frame_paths(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"tracklet folder {folder} does not exist")
-    paths = sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+    paths = [Path(frame) for frame in sorted_frames(folder)]
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise FileNotFoundError(f"no images ({', '.join(FRAME_SUFFIXES)}) in {folder}")
     return paths
 
 
