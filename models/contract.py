@@ -97,6 +97,8 @@ TEST_MODES = ("centres", "strided", "consecutive", "all")
 DEFAULT_TEST_MODE = "consecutive"
 #: A tracklet longer than T x MAX_TEST_CLIPS frames is first thinned to that many chunk centres, so one
 #: upload costs at most MAX_TEST_CLIPS clips (strided, consecutive) or T x MAX_TEST_CLIPS frames (all).
+#: ``max_clips=None`` (``max_test_clips: null`` in a training config, ``"max_clips": null`` in a card)
+#: keeps every frame of any tracklet: ``all`` is then literally every frame in one pass.
 MAX_TEST_CLIPS = 4
 
 
@@ -126,21 +128,22 @@ def consecutive_clip_indices(num_frames: int, clip_len: int) -> np.ndarray:
 
 
 def sample_clip_indices(
-    num_frames: int, clip_len: int, mode: str = DEFAULT_TEST_MODE, max_clips: int = MAX_TEST_CLIPS
+    num_frames: int, clip_len: int, mode: str = DEFAULT_TEST_MODE, max_clips: int | None = MAX_TEST_CLIPS
 ) -> np.ndarray:
     """The clips a test-time mode feeds the network, as a (K, L) int64 array; their embeddings are averaged.
 
     L is ``clip_len`` (T) except in ``all`` mode (one clip of every frame). A tracklet longer than
-    ``clip_len * max_clips`` frames is first thinned to that many chunk centres (:func:`sample_frame_indices`).
+    ``clip_len * max_clips`` frames is first thinned to that many chunk centres (:func:`sample_frame_indices`);
+    ``max_clips=None`` never thins (every frame of any tracklet is used).
     Offline evaluation (training.test_time) and the service (service.decoding) both call this function.
     """
     if mode not in TEST_MODES:
         raise ValueError(f"test-time mode must be one of {', '.join(TEST_MODES)}, got {mode!r}")
-    if max_clips < 1:
-        raise ValueError(f"max_clips must be at least 1, got {max_clips}")
+    if max_clips is not None and max_clips < 1:
+        raise ValueError(f"max_clips must be at least 1 (or None: no cap), got {max_clips}")
     if mode == "centres":
         return sample_frame_indices(num_frames, clip_len)[None, :]
-    cap = clip_len * max_clips
+    cap = num_frames if max_clips is None else clip_len * max_clips
     kept = sample_frame_indices(num_frames, cap) if num_frames > cap else np.arange(num_frames, dtype=np.int64)
     if mode == "all":
         return kept[None, :]
@@ -204,10 +207,18 @@ class CardArchitecture(_Section):
 
 class CardTestTime(_Section):
     """How a tracklet becomes one embedding (:func:`sample_clip_indices`); offline evaluation and the service
-    both use it. Cards written before it existed read as the defaults."""
+    both use it. A card without it was written before it existed, when the service embedded one clip of
+    chunk centres: it reads as ``centres`` (:data:`LEGACY_TEST_TIME`), so an upgrade does not change the
+    embeddings of a deployed model against its enrolled gallery. Every export writes it."""
 
     mode: Literal["centres", "strided", "consecutive", "all"] = DEFAULT_TEST_MODE
-    max_clips: PositiveInt = MAX_TEST_CLIPS
+    #: null: no cap, every frame of any tracklet (the service's decode limits still bound an upload).
+    max_clips: PositiveInt | None = MAX_TEST_CLIPS
+
+
+#: What a card without ``test_time`` means: it predates the section, and the service then sampled one clip
+#: of T chunk centres (the paper's training sampling without the randomness).
+LEGACY_TEST_TIME = CardTestTime(mode="centres")
 
 
 class CardTraining(_Section):
@@ -259,8 +270,8 @@ class ModelCard(_Section):
     """Names of the optional attention outputs, in granularity order (``attention_1`` .. ``attention_N``),
     each float32 (B, T, Hm, Wm); empty when exported without them."""
     model: CardArchitecture
-    test_time: CardTestTime = Field(default_factory=CardTestTime)
-    """The test-time mode the model was evaluated with and the service samples by."""
+    test_time: CardTestTime = Field(default_factory=lambda: LEGACY_TEST_TIME)
+    """The test-time mode the model was evaluated with and the service samples by; absent: centres."""
     training: CardTraining | None = None
     export: CardExport
 

@@ -514,5 +514,6 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     if DistributedContext.from_environment().is_main:
         print((args.out / "ablation.md").read_text(encoding="utf-8"))
-        print(f"wrote {args.out / 'ablation.md'} and {args.out / 'ablation.json'} ({len(rows)} runs of {len(group_rows(rows))} heads)")
+        heads = len(group_rows(rows))
+        print(f"wrote {args.out / 'ablation.md'} and {args.out / 'ablation.json'} ({len(rows)} runs of {heads} heads)")
     return 0

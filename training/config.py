@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, PositiveInt, TypeAdapter, ValidationError
 
 # torch-free on purpose (training.architecture, not training.model): reading a config imports no torch.
 from models import DEFAULT_TEST_MODE, MAX_TEST_CLIPS
@@ -42,6 +42,7 @@ def one_or_many(value: Any) -> Any:
 
 OptionalStr = Annotated[str | None, BeforeValidator(none_words)]
 OptionalFloat = Annotated[float | None, BeforeValidator(none_words)]
+OptionalPositiveInt = Annotated[PositiveInt | None, BeforeValidator(none_words)]
 IntTuple = Annotated[tuple[int, ...], BeforeValidator(one_or_many)]
 
 #: How pydantic reads every section: unknown keys are errors; numbers where text is expected become text
@@ -88,8 +89,9 @@ class DataSection:
     #: "dense" are the old names of "centres" and "consecutive".
     test_mode: str = DEFAULT_TEST_MODE
     #: Most clips per tracklet at test time (models.MAX_TEST_CLIPS); longer tracklets are first thinned to
-    #: T x max_test_clips chunk centres, as the service does.
-    max_test_clips: int = MAX_TEST_CLIPS
+    #: T x max_test_clips chunk centres, as the service does; null keeps every frame (``all`` is then truly
+    #: every frame, the backbone still running in batches of frames).
+    max_test_clips: OptionalPositiveInt = MAX_TEST_CLIPS
     #: Tracklets (of T frames) per backbone pass at evaluation.
     test_batch_size: int = 32
 

@@ -61,7 +61,7 @@ def extract_onnx_features(
     tracklets: Sequence,
     mode: str = DEFAULT_TEST_MODE,
     batch_size: int = 32,
-    max_clips: int = MAX_TEST_CLIPS,
+    max_clips: int | None = MAX_TEST_CLIPS,
     progress: bool = True,
     description: str = "features",
 ) -> np.ndarray:

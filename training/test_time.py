@@ -11,7 +11,8 @@ tracklet is embedded. Four modes (``training.data.sampling.test_clips`` gives th
   frames in batches, so memory stays bounded by the batch, not the tracklet.
 
 Tracklets longer than T x ``max_clips`` frames are first thinned to that many chunk centres, in every mode
-but ``centres`` (the contract's rule, which the service follows too).
+but ``centres`` (the contract's rule, which the service follows too); ``max_clips=None`` (config
+``data.max_test_clips: null``) keeps every frame.
 
 The backbone is per frame, so :func:`extract_features_by_mode` runs it once over the union of the
 frames the requested modes need and applies the head per mode: comparing the four modes costs one
@@ -60,7 +61,7 @@ def extract_features_by_mode(
     num_frames: int,
     modes: Iterable[str] = TEST_MODES,
     batch_size: int = 64,
-    max_clips: int = MAX_TEST_CLIPS,
+    max_clips: int | None = MAX_TEST_CLIPS,
     num_workers: int = 0,
     amp: bool = False,
     progress: bool = True,
@@ -75,7 +76,8 @@ def extract_features_by_mode(
         modes: any of ``centres``, ``strided``, ``consecutive``, ``all`` (``test`` / ``dense`` are
             accepted as the old names of the first and third).
         batch_size: frames per backbone forward pass.
-        max_clips: longer tracklets are first thinned to T x max_clips chunk centres (models.MAX_TEST_CLIPS).
+        max_clips: longer tracklets are first thinned to T x max_clips chunk centres (models.MAX_TEST_CLIPS);
+            None keeps every frame.
         num_workers: DataLoader workers decoding frames.
         amp: float16 autocast on CUDA.
     """

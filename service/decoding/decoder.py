@@ -93,7 +93,7 @@ class TrackletDecoder:
         num_frames: int,
         limits: DecodeLimits | None = None,
         test_mode: str = "centres",
-        max_clips: int = MAX_TEST_CLIPS,
+        max_clips: int | None = MAX_TEST_CLIPS,
         workers: int | None = None,
     ):
         self.height = height

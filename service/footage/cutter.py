@@ -61,7 +61,7 @@ class FootageTracklet:
         indices = sample_frame_indices(len(self.crops), num_frames)
         return np.stack([self.crops[i] for i in indices])
 
-    def clips(self, num_frames: int, mode: str, max_clips: int) -> np.ndarray:
+    def clips(self, num_frames: int, mode: str, max_clips: int | None) -> np.ndarray:
         """(K, L, H, W, 3) uint8 RGB: the crops sampled exactly as uploads are (models.sample_clip_indices, the
         model card's test-time mode); their embeddings are averaged, as for uploads."""
         indices = sample_clip_indices(len(self.crops), num_frames, mode, max_clips)

@@ -58,8 +58,13 @@ def test_defaults_are_what_a_minimal_card_means():
                if key not in ("precision", "attention_outputs", "mean", "std", "training", "test_time")}  # fmt: skip
     card = ModelCard.parse(minimal)
     assert card.schema_version == SCHEMA_VERSION and card.precision == "fp32" and card.attention_outputs == []
-    # A card without the test-time section reads as the contract's defaults.
-    assert (card.test_time.mode, card.test_time.max_clips) == ("consecutive", 4)
+    # A card without the test-time section predates it: the service then embedded one clip of chunk centres,
+    # and reading it so keeps a deployed model's new embeddings comparable with its enrolled gallery.
+    assert (card.test_time.mode, card.test_time.max_clips) == ("centres", 4)
+    # A partial section takes the contract's defaults for what it leaves out; null max_clips is "no cap".
+    partial = ModelCard.parse({**minimal, "test_time": {"max_clips": None}})
+    assert (partial.test_time.mode, partial.test_time.max_clips) == ("consecutive", None)
+    assert partial.to_json_dict()["test_time"] == {"mode": "consecutive", "max_clips": None}
     assert card.mean == [0.485, 0.456, 0.406] and card.std == [0.229, 0.224, 0.225] and card.training is None
 
 

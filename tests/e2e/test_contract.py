@@ -60,8 +60,12 @@ def frame(index: int, height: int, width: int) -> np.ndarray:
     return np.stack(channels, axis=-1).astype(np.uint8)
 
 
-@pytest.mark.parametrize(("num_files", "mode"), [(11, "strided"), (40, "strided"), (9, "consecutive"), (5, "all")])
-def test_service_clips_equal_offline_clips_in_every_mode(tmp_path, num_files, mode):
+@pytest.mark.parametrize(
+    ("num_files", "mode", "max_clips"),
+    [(11, "strided", 4), (40, "strided", 4), (9, "consecutive", 4), (40, "consecutive", 4), (5, "all", 4),
+     (40, "consecutive", None)],
+)
+def test_service_clips_equal_offline_clips_in_every_mode(tmp_path, num_files, mode, max_clips):
     """The clips of a test-time mode: the service decodes exactly the frames offline evaluation feeds."""
     from training.data.sampling import test_clips
 
@@ -71,12 +75,16 @@ def test_service_clips_equal_offline_clips_in_every_mode(tmp_path, num_files, mo
         assert cv2.imwrite(str(path), frame(index, 50, 24))
     dataset = TrackletDataset([Tracklet(tuple(map(str, paths)), pid=1, camid=0)], num_frames=num_frames, height=height,
                               width=width, mode="test")
-    offline = np.stack([dataset.load(dataset.tracklets[0], clip) for clip in test_clips(num_files, num_frames, mode)])
-    decoder = TrackletDecoder(height, width, num_frames, test_mode=mode)
+    clips = test_clips(num_files, num_frames, mode, max_clips)
+    offline = np.stack([dataset.load(dataset.tracklets[0], clip) for clip in clips])
+    decoder = TrackletDecoder(height, width, num_frames, test_mode=mode, max_clips=max_clips)
     served = decoder.decode_images([NamedMedia(path.name, path.read_bytes()) for path in paths])
     np.testing.assert_array_equal(served.clips, offline)
-    if mode == "strided" and num_files == 40:
+    if num_files == 40 and max_clips is not None:
         assert served.clips.shape[0] == models.MAX_TEST_CLIPS  # long tracklets cost at most 4 clips
+        assert len(set(served.frame_indices)) == num_frames * max_clips < num_files
+    if max_clips is None:
+        assert served.clips.shape[0] == num_files // num_frames and len(set(served.frame_indices)) == num_files
 
 
 def test_service_embedding_is_the_offline_embedding_in_the_default_mode(tmp_path):
@@ -99,7 +107,8 @@ def test_service_embedding_is_the_offline_embedding_in_the_default_mode(tmp_path
     model = build_model(backbone="resnet18", head="mg-rafa", granularities=2, height=64, width=32).eval()
     onnx_path = tmp_path / "m.onnx"
     export_model(model, onnx_path, num_frames=4)
-    paths = [tmp_path / f"{index:03d}.png" for index in range(13)]
+    # 20 frames: longer than T x max_clips = 16, so the thinning to 16 chunk centres is part of the contract.
+    paths = [tmp_path / f"{index:03d}.png" for index in range(20)]
     for index, path in enumerate(paths):
         assert cv2.imwrite(str(path), frame(index, 64, 32))
     config = TrainConfig()
@@ -119,7 +128,8 @@ def test_service_embedding_is_the_offline_embedding_in_the_default_mode(tmp_path
         served = asyncio.run(embed_upload(state, media, StageTimer()))
     finally:
         batcher.stop()
-    assert served.frames_used == 13  # strided clips use every frame of a 13-frame tracklet
+    assert card.test_time.mode == models.DEFAULT_TEST_MODE == "consecutive"
+    assert served.frames_used == 16  # 4 consecutive clips of the 16 chunk centres kept of 20 frames
     np.testing.assert_allclose(served.embedding, offline, rtol=1e-4, atol=1e-4 * np.abs(offline).max())
     # ... and it is not what one clip of chunk centres gives.
     centres = extract_features(model, [Tracklet(tuple(map(str, paths)), pid=1, camid=0)], config, "centres",

@@ -37,3 +37,12 @@ def test_each_mode_equals_the_model_on_its_clips(tmp_path):
                 np.testing.assert_allclose(embedded[row], expected.numpy(), rtol=1e-4, atol=1e-5, err_msg=mode)
     # The modes really differ for an attention head on a long tracklet.
     assert not np.allclose(features["centres"][2], features["strided"][2], rtol=1e-3)
+    # max_clips=None keeps every frame: `all` is then the head over all 21 frames in one pass, and it differs
+    # from the capped `all` (16 chunk centres).
+    uncapped = extract_features_by_mode(model, tracklets[2:], num_frames=4, modes=["all"], batch_size=5,
+                                        max_clips=None, progress=False)["all"][0]  # fmt: skip
+    with torch.no_grad():
+        frames = np.stack([load_frame(path, 64, 32) for path in tracklets[2].frames])
+        expected = model(to_tensor(frames)[None]).embedding[0].numpy()
+    np.testing.assert_allclose(uncapped, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(uncapped, features["all"][2], rtol=1e-3)

@@ -64,7 +64,7 @@ def canonical_test_mode(mode: str) -> str:
     return mode
 
 
-def test_clips(num_frames: int, clip_len: int, mode: str, max_clips: int = MAX_TEST_CLIPS) -> list[np.ndarray]:
+def test_clips(num_frames: int, clip_len: int, mode: str, max_clips: int | None = MAX_TEST_CLIPS) -> list[np.ndarray]:
     """The clips (frame index arrays) a test-time mode feeds the head, features averaged: the contract's
     :func:`models.sample_clip_indices`, the very rule the service samples uploads by."""
     return list(sample_clip_indices(num_frames, clip_len, canonical_test_mode(mode), max_clips))
