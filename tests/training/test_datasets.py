@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -319,6 +320,19 @@ def test_explicit_json_split_file_in_the_public_format(tmp_path, ilidsvid_root):
     bad.write_text(json.dumps([{"train": ["person999"], "test": []}]))
     with pytest.raises(ValueError, match="not in the dataset"):
         load_dataset("ilidsvid", ilidsvid_root, split_file=bad)
+
+
+def test_prid2011_finds_the_json_split_file_beside_prid_2011_when_the_root_is_prid_2011(tmp_path, caplog):
+    """Public code keeps splits_prid2011.json in the folder holding prid_2011/; a root at prid_2011/ finds it."""
+    holder = make_prid2011(tmp_path / "prid2011")
+    kept = [f"person_{n:04d}" for n in PRID_KEPT]
+    published = [{"train": kept[:3], "test": kept[3:]}, {"train": kept[3:], "test": kept[:3]}]
+    (holder / "splits_prid2011.json").write_text(json.dumps(published))
+    with caplog.at_level(logging.INFO):
+        dataset = load_dataset("prid2011", holder / "prid_2011", split_id=1)
+    assert [t.pid for t in dataset.query] == [int(name[7:]) for name in kept[:3]]
+    assert not (holder / "prid_2011" / "splits_prid2011.json").exists()  # read, not generated beside it
+    assert "SEEDED" not in caplog.text and "splits: 2 read from" in caplog.text
 
 
 def test_prid2011_saved_split_with_unknown_person_is_an_error(tmp_path):

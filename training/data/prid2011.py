@@ -1,4 +1,4 @@
-"""PRID2011 (multi-shot) as distributed, with the customary protocol of 178 persons seen by both cameras.
+"""PRID2011 (multi-shot) as distributed, with the customary protocol: persons 1-200, seen by both cameras.
 
 Layout (root is the folder containing ``prid_2011/``, or ``prid_2011/`` or ``prid_2011/multi_shot/`` itself)::
 
@@ -15,7 +15,8 @@ at least 21, 183), so when that .mat is read and ">21" does not give its width, 
 Splits: an explicit ``split_file`` (``train_test_splits_prid.mat``, ``ls_set`` 10 x 178 indexing the kept
 persons in sorted order, first half test; or a JSON list of {"train", "test"} name lists such as the
 ``splits_prid2011.json`` public code reads); else ``train_test_splits_prid.mat`` in its customary places
-(iLIDS-VID's ``train-test people splits`` folder, or the root), then ``splits_prid2011.json``; only without
+(iLIDS-VID's ``train-test people splits`` folder, or the root), then ``splits_prid2011.json`` (in the root, or
+in the folder holding ``prid_2011/`` when the root is ``prid_2011/`` itself, as public code keeps it); only without
 any, 10 seeded half/half splits are generated and saved to ``splits_prid2011.json`` in the root.
 """
 
@@ -128,7 +129,10 @@ def load_prid2011(
         splits = read_split_file(path, persons)
         log.info("PRID2011 splits: %d read from %s", len(splits), path)
     else:
-        splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed)
+        # Public code keeps splits_prid2011.json in the folder holding prid_2011/: found from either root.
+        above = tuple(dict.fromkeys(p for p in (base.parent / SPLIT_JSON, root.parent / SPLIT_JSON)
+                                    if p != root / SPLIT_JSON))  # fmt: skip
+        splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed, search_paths=above)
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id {split_id} out of range: PRID2011 has {len(splits)} splits")
     split = splits[split_id]
