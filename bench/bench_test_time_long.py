@@ -69,10 +69,17 @@ def measure(checkpoint: Path, root: Path) -> dict:
             "max_clips": cap,
             "wall_s": round(time.perf_counter() - start, 1),
             "modes": {mode: {"mAP": s.metrics.mAP, "rank1": s.metrics.rank1} for mode, s in scores.items()},
+            "load_average_after": load_average(),
         }
         print(f"{run_name(checkpoint)} {name}: " + ", ".join(
             f"{mode} {100 * s.metrics.mAP:.1f}" for mode, s in scores.items()), flush=True)  # fmt: skip
     return result
+
+
+def best_modes(modes: dict) -> list[str]:
+    """The modes whose mAP, rounded as the table prints it, is the highest."""
+    top = max(round(100 * modes[m]["mAP"], 1) for m in MODES)
+    return [m for m in MODES if round(100 * modes[m]["mAP"], 1) == top]
 
 
 def table(results: list[dict]) -> str:
@@ -81,8 +88,9 @@ def table(results: list[dict]) -> str:
     lines = [
         "# Test-time modes on long tracklets: the T x 4 cap against every frame",
         "",
-        f"Machine: {machine_description()}; torch threads per process: {first['torch_threads']}; load average "
-        f"at the end {load_average()}. Test set: {first['queries']} queries, {first['gallery']} gallery tracklets "
+        f"Machine: {machine_description()}; torch threads per process: {first['torch_threads']} (wall times "
+        "depend on what else ran: the committed runs were two such processes side by side on 2 cores). Test set: "
+        f"{first['queries']} queries, {first['gallery']} gallery tracklets "
         f"of {frames['min']}-{frames['max']} frames (mean {frames['mean']:.1f}), T={first['num_frames']}, so the "
         f"cap keeps {first['num_frames'] * 4} chunk centres of each tracklet. Reproduce: the commands at the top "
         "of bench/bench_test_time_long.py.",
@@ -99,10 +107,10 @@ def table(results: list[dict]) -> str:
             cells.append(" -> ".join(f"{100 * x['mAP']:.1f} / {100 * x['rank1']:.1f}" for x in (a, b)))
         walls = f"{r['capped']['wall_s']:.0f} / {r['uncapped']['wall_s']:.0f}"
         lines.append(f"| {r['label']} | {r['seed']} | " + " | ".join(cells) + f" | {walls} |")
-    lines += ["", "Best mode by mAP in each run:", ""]
+    lines += ["", "Best mode by mAP in each run (modes tied at one decimal all named):", ""]
     for r in results:
-        best = {name: max(MODES, key=lambda m: r[name]["modes"][m]["mAP"]) for name in CAPS}
-        lines.append(f"- {r['label']} seed {r['seed']}: capped `{best['capped']}`, uncapped `{best['uncapped']}`")
+        best = {name: ", ".join(f"`{m}`" for m in best_modes(r[name]["modes"])) for name in CAPS}
+        lines.append(f"- {r['label']} seed {r['seed']}: capped {best['capped']}; uncapped {best['uncapped']}")
     return "\n".join(lines) + "\n"
 
 
