@@ -27,9 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import load_average, machine_description  # noqa: E402
+from models import MAX_TEST_CLIPS  # noqa: E402
 
 MODES = ("centres", "strided", "consecutive", "all")
-CAPS = {"capped": 4, "uncapped": None}
+CAPS = {"capped": MAX_TEST_CLIPS, "uncapped": None}
 
 
 def run_name(checkpoint: Path) -> str:
@@ -85,17 +86,18 @@ def best_modes(modes: dict) -> list[str]:
 def table(results: list[dict]) -> str:
     first = results[0]
     frames = first["test_frames"]
+    cap = first["capped"]["max_clips"]
     lines = [
-        "# Test-time modes on long tracklets: the T x 4 cap against every frame",
+        f"# Test-time modes on long tracklets: the T x {cap} cap against every frame",
         "",
         f"Machine: {machine_description()}; torch threads per process: {first['torch_threads']} (wall times "
         "depend on what else ran: the committed runs were two such processes side by side on 2 cores). Test set: "
         f"{first['queries']} queries, {first['gallery']} gallery tracklets "
         f"of {frames['min']}-{frames['max']} frames (mean {frames['mean']:.1f}), T={first['num_frames']}, so the "
-        f"cap keeps {first['num_frames'] * 4} chunk centres of each tracklet. Reproduce: the commands at the top "
-        "of bench/bench_test_time_long.py.",
+        f"cap keeps {first['num_frames'] * cap} chunk centres of each tracklet. Reproduce: the commands at the "
+        "top of bench/bench_test_time_long.py.",
         "",
-        "mAP / rank-1 (%), capped (max_clips 4, the default) -> uncapped (every frame):",
+        f"mAP / rank-1 (%), capped (max_clips {cap}, the default) -> uncapped (every frame):",
         "",
         "| Model | seed | " + " | ".join(MODES) + " | wall s (capped / uncapped) |",
         "|---|---|" + "---:|" * len(MODES) + "---:|",

@@ -98,7 +98,7 @@ DEFAULT_TEST_MODE = "consecutive"
 #: A tracklet longer than T x MAX_TEST_CLIPS frames is first thinned to that many chunk centres, so one
 #: upload costs at most MAX_TEST_CLIPS clips (strided, consecutive) or T x MAX_TEST_CLIPS frames (all).
 #: ``max_clips=None`` (``max_test_clips: null`` in a training config, ``"max_clips": null`` in a card)
-#: keeps every frame of any tracklet: ``all`` is then literally every frame in one pass.
+#: keeps every frame of any tracklet: ``all`` is then literally every frame in one pass (offline only).
 MAX_TEST_CLIPS = 4
 
 
@@ -212,7 +212,7 @@ class CardTestTime(_Section):
     embeddings of a deployed model against its enrolled gallery. Every export writes it."""
 
     mode: Literal["centres", "strided", "consecutive", "all"] = DEFAULT_TEST_MODE
-    #: null: no cap, every frame of any tracklet (the service's decode limits still bound an upload).
+    #: null: no cap, every frame of any tracklet; offline only (the service refuses it, as it refuses ``all``).
     max_clips: PositiveInt | None = MAX_TEST_CLIPS
 
 

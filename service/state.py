@@ -106,6 +106,19 @@ def load_state(settings: Settings, metrics: ServiceMetrics | None = None) -> Ser
     if card.test_time.mode == "all":
         # One clip of a tracklet-dependent length cannot share a batch with others of another length.
         raise StartupError(f"{settings.model_path}: test-time mode 'all' is offline only; re-export with another")
+    if card.test_time.max_clips is None:
+        # Every frame of an upload would be its own clips: up to max_frames / T batch items for one request,
+        # more than the batcher's queue holds, so long uploads would be refused however often retried.
+        raise StartupError(
+            f"{settings.model_path}: the card's test_time.max_clips is null (no cap, offline only); the service "
+            "needs a bounded cost per upload: re-export with `python -m training.export --checkpoint CKPT "
+            "--max-clips 4 ...`"
+        )
+    if "test_time" not in card.model_fields_set:
+        log.warning(
+            "%s: the model card has no test_time section (exported before it existed): serving it as one clip of "
+            "chunk centres, the sampling of that time; re-export to record the mode explicitly", settings.model_path
+        )
     # Observed: every write keeps the re-ranking neighbour cache up to date, whichever route made it.
     gallery = ObservedGallery(open_gallery(settings, card.dim, card.model_version))
     try:

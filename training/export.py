@@ -292,6 +292,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--num-frames", type=int, default=None,
                         help="T recorded in the card (default: the checkpoint's, else 8)")
+    parser.add_argument("--max-clips", type=int, default=None, metavar="N",
+                        help="the card's test_time.max_clips (default: the checkpoint run's data.max_test_clips); "
+                             "a run evaluated with no cap (null) needs one to be served")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32; fp16 (GPU hosts); int8 (CPU hosts, static quantisation, needs --calibration)")
@@ -319,12 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibration is not None and not args.calibration.is_dir():
         print(f"error: calibration folder not found: {args.calibration}", file=sys.stderr)
         return 2
+    if args.max_clips is not None and (args.max_clips < 1 or args.checkpoint is None):
+        print("error: --max-clips needs a --checkpoint and a value of at least 1", file=sys.stderr)
+        return 2
     if args.checkpoint is not None:
         if not args.checkpoint.is_file():
             print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
             return 2
         model, info, trained_frames = load_checkpoint_model(args.checkpoint)
         num_frames = args.num_frames or trained_frames
+        if args.max_clips is not None:
+            info["test_time"]["max_clips"] = args.max_clips
+        elif info["test_time"]["max_clips"] is None:
+            log.warning("the run was evaluated with no cap on clips (data.max_test_clips: null): the card says so, "
+                        "and the service refuses such a card; --max-clips N writes a cap it can serve")
     else:
         torch.manual_seed(args.seed)
         try:

@@ -8,7 +8,8 @@ tracklet is embedded. Four modes (``training.data.sampling.test_clips`` gives th
   training clip, and together the clips use every frame; clip features are averaged.
 * ``consecutive``: every frame, in consecutive clips of T (formerly ``dense``); clip features averaged.
 * ``all``: every frame in one pass of the head (the head accepts any T); the backbone runs over the
-  frames in batches, so memory stays bounded by the batch, not the tracklet.
+  frames in batches of ``batch_size`` frames. With the cap, memory is bounded by the batch; with no cap,
+  tracklets are taken one at a time, so it is bounded by the longest tracklet's feature maps.
 
 Tracklets longer than T x ``max_clips`` frames are first thinned to that many chunk centres, in every mode
 but ``centres`` (the contract's rule, which the service follows too); ``max_clips=None`` (config
@@ -94,7 +95,9 @@ def extract_features_by_mode(
     height, width = model.config.height, model.config.width
     loader = torch.utils.data.DataLoader(
         _FrameSubsets(tracklets, needed, height, width),
-        batch_size=max(1, batch_size // max(1, num_frames)),
+        # Capped, at most T x max_clips frames per tracklet, so batch_size // T tracklets bound the frames held;
+        # uncapped, a tracklet may have hundreds: one tracklet per step.
+        batch_size=1 if max_clips is None else max(1, batch_size // max(1, num_frames)),
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_as_list,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -19,11 +21,11 @@ class NotAllowed:
     """Any class outside torch's weights-only allow-list: unpickling it would run this module's code."""
 
 
-def tiny_checkpoint(with_resume_state: bool) -> Checkpoint:
+def tiny_checkpoint(with_resume_state: bool, max_test_clips: int | None = 3) -> Checkpoint:
     torch.manual_seed(0)
     config = TrainConfig.from_dict({"model": {"backbone": "resnet18", "head": "mg-rafa", "granularities": 2,
                                               "height": 64, "width": 32},
-                                  "data": {"num_frames": 3, "test_mode": "strided", "max_test_clips": 3}})
+                                  "data": {"num_frames": 3, "test_mode": "strided", "max_test_clips": max_test_clips}})
     model = build_model(config.model.to_model_config())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     checkpoint = Checkpoint(
@@ -83,3 +85,20 @@ def test_files_that_are_not_checkpoints_are_refused_clearly(tmp_path):
     torch.save({**state, "version": 99}, tmp_path / "future.pt")
     with pytest.raises(ValueError, match="version 99"):
         load_checkpoint(tmp_path / "future.pt")
+
+
+def test_a_run_evaluated_without_a_cap_exports_a_card_that_says_so_unless_given_one(tmp_path, caplog):
+    from training.export import main as export_main
+
+    tiny_checkpoint(with_resume_state=False, max_test_clips=None).save(tmp_path / "final.pt")
+    _, info, _ = load_checkpoint_model(tmp_path / "final.pt")
+    assert info["test_time"] == {"mode": "strided", "max_clips": None}
+    # --max-clips writes a cap the service can serve; without it, the export warns that the service refuses it.
+    common = ["--checkpoint", str(tmp_path / "final.pt"), "--no-attention"]
+    assert export_main([*common, "--out", str(tmp_path / "capped.onnx"), "--max-clips", "4"]) == 0
+    capped = json.loads((tmp_path / "capped.json").read_text())["test_time"]
+    assert capped == {"mode": "strided", "max_clips": 4}
+    assert export_main([*common, "--out", str(tmp_path / "null.onnx")]) == 0
+    assert json.loads((tmp_path / "null.json").read_text())["test_time"]["max_clips"] is None
+    assert "service refuses such a card" in caplog.text
+    assert export_main(["--random-init", "--out", str(tmp_path / "r.onnx"), "--max-clips", "4"]) == 2

@@ -333,6 +333,15 @@ def test_prid2011_finds_the_json_split_file_beside_prid_2011_when_the_root_is_pr
     assert [t.pid for t in dataset.query] == [int(name[7:]) for name in kept[:3]]
     assert not (holder / "prid_2011" / "splits_prid2011.json").exists()  # read, not generated beside it
     assert "SEEDED" not in caplog.text and "splits: 2 read from" in caplog.text
+    # From multi_shot/ too; and seeded splits an earlier run left beside the data do not hide the published file.
+    seeded = {"seed": 0, "num_persons": 6, "splits": [{"train": kept[::2], "test": kept[1::2]}] * 2}
+    (holder / "prid_2011" / "splits_prid2011.json").write_text(json.dumps(seeded))
+    for root in (holder / "prid_2011", holder / "prid_2011" / "multi_shot"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            dataset = load_dataset("prid2011", root, split_id=1)
+        assert [t.pid for t in dataset.query] == [int(name[7:]) for name in kept[:3]], root
+        assert "SEEDED" not in caplog.text
 
 
 def test_prid2011_saved_split_with_unknown_person_is_an_error(tmp_path):

@@ -129,9 +129,10 @@ def load_prid2011(
         splits = read_split_file(path, persons)
         log.info("PRID2011 splits: %d read from %s", len(splits), path)
     else:
-        # Public code keeps splits_prid2011.json in the folder holding prid_2011/: found from either root.
-        above = tuple(dict.fromkeys(p for p in (base.parent / SPLIT_JSON, root.parent / SPLIT_JSON)
-                                    if p != root / SPLIT_JSON))  # fmt: skip
+        # Public code keeps splits_prid2011.json in the folder holding prid_2011/: found from any root of the
+        # customary layout (that folder, prid_2011/ or multi_shot/), never above it.
+        layout = (base.parent, base.parent.parent) if base.name == "multi_shot" else ()
+        above = tuple(dict.fromkeys(p / SPLIT_JSON for p in layout if p / SPLIT_JSON != root / SPLIT_JSON))
         splits = load_or_create_splits(root / SPLIT_JSON, persons, DEFAULT_NUM_SPLITS, seed, search_paths=above)
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id {split_id} out of range: PRID2011 has {len(splits)} splits")
