@@ -274,6 +274,16 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoReIDModel, dict,
     return state.build_model(), info, state.num_frames
 
 
+def card_test_time(run_test_time: dict, max_clips: int | None) -> dict:
+    """The card's test_time: the run's, with ``max_clips`` (export --max-clips) as its cap when given."""
+    if max_clips is not None:
+        return {**run_test_time, "max_clips": max_clips}
+    if run_test_time["max_clips"] is None:
+        log.warning("the run was evaluated with no cap on clips (data.max_test_clips: null): the card says so, "
+                    "and the service refuses such a card; --max-clips N writes a cap it can serve")
+    return run_test_time
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
@@ -331,11 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         model, info, trained_frames = load_checkpoint_model(args.checkpoint)
         num_frames = args.num_frames or trained_frames
-        if args.max_clips is not None:
-            info["test_time"]["max_clips"] = args.max_clips
-        elif info["test_time"]["max_clips"] is None:
-            log.warning("the run was evaluated with no cap on clips (data.max_test_clips: null): the card says so, "
-                        "and the service refuses such a card; --max-clips N writes a cap it can serve")
+        info["test_time"] = card_test_time(info["test_time"], args.max_clips)
     else:
         torch.manual_seed(args.seed)
         try:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from models import CardTestTime
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.config import TrainConfig, to_plain
 from training.evaluation import RetrievalMetrics
@@ -88,17 +89,18 @@ def test_files_that_are_not_checkpoints_are_refused_clearly(tmp_path):
 
 
 def test_a_run_evaluated_without_a_cap_exports_a_card_that_says_so_unless_given_one(tmp_path, caplog):
+    from training.export import card_test_time
     from training.export import main as export_main
 
     tiny_checkpoint(with_resume_state=False, max_test_clips=None).save(tmp_path / "final.pt")
     _, info, _ = load_checkpoint_model(tmp_path / "final.pt")
     assert info["test_time"] == {"mode": "strided", "max_clips": None}
-    # --max-clips writes a cap the service can serve; without it, the export warns that the service refuses it.
+    # Without --max-clips the card says null, and the export warns that the service refuses it.
+    assert CardTestTime(**card_test_time(info["test_time"], None)).max_clips is None
+    assert "service refuses such a card" in caplog.text
+    # --max-clips writes a cap the service can serve, through the real command.
     common = ["--checkpoint", str(tmp_path / "final.pt"), "--no-attention"]
     assert export_main([*common, "--out", str(tmp_path / "capped.onnx"), "--max-clips", "4"]) == 0
     capped = json.loads((tmp_path / "capped.json").read_text())["test_time"]
     assert capped == {"mode": "strided", "max_clips": 4}
-    assert export_main([*common, "--out", str(tmp_path / "null.onnx")]) == 0
-    assert json.loads((tmp_path / "null.json").read_text())["test_time"]["max_clips"] is None
-    assert "service refuses such a card" in caplog.text
     assert export_main(["--random-init", "--out", str(tmp_path / "r.onnx"), "--max-clips", "4"]) == 2
