@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import load_average, machine_description  # noqa: E402
+from bench.machine import machine_description  # noqa: E402
 from models import MAX_TEST_CLIPS  # noqa: E402
 
 MODES = ("centres", "strided", "consecutive", "all")
@@ -70,7 +70,6 @@ def measure(checkpoint: Path, root: Path) -> dict:
             "max_clips": cap,
             "wall_s": round(time.perf_counter() - start, 1),
             "modes": {mode: {"mAP": s.metrics.mAP, "rank1": s.metrics.rank1} for mode, s in scores.items()},
-            "load_average_after": load_average(),
         }
         print(f"{run_name(checkpoint)} {name}: " + ", ".join(
             f"{mode} {100 * s.metrics.mAP:.1f}" for mode, s in scores.items()), flush=True)  # fmt: skip
